@@ -1,0 +1,395 @@
+"""Dot-product (Luong) attention as pure functions of tensors.
+
+Everything here is written with `keras.ops` only, so it runs unchanged on
+JAX, PyTorch and TensorFlow. The layer in `layer.py` owns the weights, the
+dropout seed and the argument checks of the Keras call convention; the math
+lives here.
+"""
+
+import keras
+from keras import ops
+
+SCORE_MODES = ("dot", "concat", "general")
+CAUSAL_ALIGNMENTS = ("top_left", "bottom_right")
+IMPLEMENTATIONS = ("auto", "reference")
+
+_LOW_PRECISION = ("float16", "bfloat16")
+# Finite stand-in for -inf on masked scores (kept in float32). A finite value
+# keeps `exp` and its gradient free of inf - inf = NaN.
+_MASKED_SCORE = -1e30
+
+
+def _static_dims(shape):
+    return tuple(None if d is None else int(d) for d in shape)
+
+
+def _dims_compatible(a, b):
+    return a is None or b is None or a == b
+
+
+def _invalid(argument, expected, received):
+    return ValueError(
+        f"Invalid value for argument {argument}. Expected {expected}. "
+        f"Received: {argument}={received}"
+    )
+
+
+def check_options(score_mode, causal_alignment, implementation):
+    """Raises `ValueError` for an unknown option name."""
+    for name, value, allowed in (
+        ("score_mode", score_mode, SCORE_MODES),
+        ("causal_alignment", causal_alignment, CAUSAL_ALIGNMENTS),
+        ("implementation", implementation, IMPLEMENTATIONS),
+    ):
+        if value not in allowed:
+            choices = "{" + ", ".join(repr(a) for a in allowed) + "}"
+            raise _invalid(name, f"one of {choices}", repr(value))
+
+
+def check_dropout(dropout):
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
+        raise TypeError(
+            "Invalid type for argument dropout. Expected a float in [0, 1). "
+            f"Received: dropout={dropout!r} of type {type(dropout).__name__}"
+        )
+    if not 0.0 <= dropout < 1.0:
+        raise _invalid("dropout", "a float in [0, 1)", dropout)
+
+
+def check_inputs(query, value, key, score_mode="dot"):
+    """Checks ranks, batch dims, lengths and feature dims of the inputs.
+
+    Unknown (`None`) dims are accepted; only dims known on both sides are
+    compared. Returns nothing; raises `ValueError`/`TypeError`.
+    """
+    named = (("query", query), ("value", value), ("key", key))
+    for name, tensor in named:
+        dtype = keras.backend.standardize_dtype(tensor.dtype)
+        if "float" not in dtype:
+            raise TypeError(
+                f"Invalid dtype for argument {name}. Expected a floating-point "
+                f"tensor. Received: {name}.dtype={dtype}"
+            )
+        if len(tensor.shape) < 3:
+            raise ValueError(
+                f"Invalid shape for argument {name}. Expected rank >= 3, "
+                f"(batch_size, ..., T, dim). Received: {name}.shape="
+                f"{tuple(tensor.shape)}"
+            )
+    q_shape, v_shape, k_shape = (_static_dims(t.shape) for _, t in named)
+    for name, shape in (("value", v_shape), ("key", k_shape)):
+        if len(shape) != len(q_shape) or not all(
+            _dims_compatible(a, b) for a, b in zip(q_shape[:-2], shape[:-2])
+        ):
+            raise ValueError(
+                "query, value and key must have the same batch dims (all dims "
+                f"but the last two). Received: query.shape={q_shape}, "
+                f"{name}.shape={shape}"
+            )
+    if not _dims_compatible(k_shape[-2], v_shape[-2]):
+        raise ValueError(
+            "key and value must have the same length (axis -2). Received: "
+            f"key.shape={k_shape}, value.shape={v_shape}"
+        )
+    if score_mode in ("dot", "concat") and not _dims_compatible(
+        q_shape[-1], k_shape[-1]
+    ):
+        raise ValueError(
+            f"With score_mode={score_mode!r}, query and key must have the same "
+            f"last dim. Received: query.shape={q_shape}, key.shape={k_shape}. "
+            "Use score_mode='general' for different dims."
+        )
+
+
+def check_mask(mask, name, tensor_shape):
+    """Checks that a sequence mask fits its input.
+
+    A mask of `tensor_shape[:-1]` fits, and so does any shorter prefix ending
+    in the time dim, such as `(batch_size, T)` for a `(batch_size, heads, T,
+    dim)` input: it is broadcast over the dims it leaves out. Size-1 dims
+    broadcast too.
+    """
+    if mask is None:
+        return
+    shape = _static_dims(mask.shape)
+    target = _static_dims(tensor_shape)[:-1]
+    rank = len(shape)
+    fits = 1 <= rank <= len(target) and all(
+        m == 1 or _dims_compatible(m, t)
+        for m, t in zip(shape, target[: rank - 1] + target[-1:])
+    )
+    if not fits:
+        raise ValueError(
+            f"Invalid shape for argument {name}. Expected {target} or a prefix "
+            f"of it ending in the time dim, such as {target[:1] + target[-1:]}."
+            f" Received: {name}.shape={shape}"
+        )
+
+
+def check_attention_mask(attention_mask, q_shape, v_shape):
+    if attention_mask is None:
+        return
+    shape = _static_dims(attention_mask.shape)
+    target = _static_dims(q_shape)[:-1] + _static_dims(v_shape)[-2:-1]
+    fits = 2 <= len(shape) <= len(target) and all(
+        m == 1 or _dims_compatible(m, t)
+        for m, t in zip(reversed(shape), reversed(target))
+    )
+    if not fits:
+        raise ValueError(
+            "Invalid shape for argument attention_mask. Expected a shape "
+            f"broadcastable to (batch..., Tq, Tv) = {target}. "
+            f"Received: attention_mask.shape={shape}"
+        )
+
+
+def _as_bool(mask):
+    mask = ops.convert_to_tensor(mask)
+    if keras.backend.standardize_dtype(mask.dtype) != "bool":
+        mask = ops.not_equal(mask, 0)
+    return mask
+
+
+def expand_sequence_mask(mask, batch_rank):
+    """Reshapes a `(b_0, ..., b_k, T)` mask to `batch_rank + 1` dims.
+
+    Size-1 axes are inserted before the time dim, so a `(batch_size, T)` mask
+    broadcasts over heads for `(batch_size, heads, T, dim)` inputs.
+    """
+    mask = _as_bool(mask)
+    for _ in range(batch_rank + 1 - len(mask.shape)):
+        mask = ops.expand_dims(mask, axis=-2)
+    return mask
+
+
+def causal_mask(q_len, kv_len, alignment="top_left"):
+    """Boolean `(Tq, Tv)` mask, True where query i may attend to key j.
+
+    `top_left`: j <= i. `bottom_right`: j <= i + (Tv - Tq), the alignment of
+    a query block that continues a cached key sequence.
+    """
+    rows = ops.expand_dims(ops.arange(q_len, dtype="int32"), -1)
+    cols = ops.expand_dims(ops.arange(kv_len, dtype="int32"), 0)
+    if alignment == "bottom_right":
+        rows = rows + (kv_len - q_len)
+    return ops.less_equal(cols, rows)
+
+
+def combine_masks(
+    batch_rank,
+    q_len,
+    kv_len,
+    value_mask=None,
+    key_mask=None,
+    attention_mask=None,
+    causal=False,
+    causal_alignment="top_left",
+):
+    """ANDs every key-side mask into one boolean `(batch..., Tq, Tv)` mask.
+
+    Returns `None` when nothing is masked. The result broadcasts against the
+    score tensor; it is not materialised at full size.
+    """
+    combined = None
+
+    def conjoin(mask):
+        return mask if combined is None else ops.logical_and(combined, mask)
+
+    for mask in (value_mask, key_mask):
+        if mask is not None:
+            mask = expand_sequence_mask(mask, batch_rank)
+            combined = conjoin(ops.expand_dims(mask, axis=-2))
+    if attention_mask is not None:
+        combined = conjoin(_as_bool(attention_mask))
+    if causal:
+        combined = conjoin(causal_mask(q_len, kv_len, causal_alignment))
+    return combined
+
+
+def attention_scores(
+    query,
+    key,
+    score_mode="dot",
+    scale=None,
+    concat_score_weight=None,
+    general_score_weight=None,
+):
+    """Unnormalised scores `(batch..., Tq, Tv)` for one of the score modes.
+
+    - `dot`: `scale * query . key` (Luong's "dot").
+    - `general`: `scale * query . W_a . key` (Luong's "general").
+    - `concat`: `w * sum(tanh(scale * (query + key)))`, as in
+      `keras.layers.Attention(score_mode="concat")`.
+    """
+    if score_mode == "concat":
+        q = ops.expand_dims(query, axis=-2)
+        k = ops.expand_dims(key, axis=-3)
+        summed = q + k if scale is None else scale * (q + k)
+        scores = ops.sum(ops.tanh(summed), axis=-1)
+        if concat_score_weight is not None:
+            scores = concat_score_weight * scores
+        return scores
+    if score_mode == "general":
+        query = ops.matmul(query, general_score_weight)
+    scores = ops.matmul(query, ops.swapaxes(key, -2, -1))
+    if scale is not None:
+        scores = scores * scale
+    return scores
+
+
+def masked_softmax(scores, mask=None):
+    """Softmax over the last axis in float32; rows with no key give zeros.
+
+    Masked positions get exactly zero weight (no large-negative bias that
+    overflows in float16), and a row where every key is masked gets all-zero
+    weights instead of a uniform average or NaN. Gradients stay finite.
+    """
+    scores = ops.cast(scores, "float32")
+    if mask is None:
+        return ops.softmax(scores, axis=-1)
+    mask = ops.broadcast_to(mask, ops.shape(scores))
+    scores = ops.where(mask, scores, _MASKED_SCORE)
+    row_max = ops.stop_gradient(ops.max(scores, axis=-1, keepdims=True))
+    exp = ops.where(mask, ops.exp(scores - row_max), 0.0)
+    total = ops.sum(exp, axis=-1, keepdims=True)
+    return exp / ops.maximum(total, 1e-30)
+
+
+def _reference(
+    query,
+    value,
+    key,
+    mask,
+    score_mode,
+    scale,
+    concat_score_weight,
+    general_score_weight,
+    dropout,
+    seed,
+    training,
+):
+    out_dtype = value.dtype
+    if keras.backend.standardize_dtype(query.dtype) in _LOW_PRECISION:
+        # Scores in float32: a float16 dot product overflows past 65504.
+        query = ops.cast(query, "float32")
+        key = ops.cast(key, "float32")
+        cast_weight = lambda w: None if w is None else ops.cast(w, "float32")  # noqa: E731
+        scale = cast_weight(scale)
+        concat_score_weight = cast_weight(concat_score_weight)
+        general_score_weight = cast_weight(general_score_weight)
+    scores = attention_scores(
+        query,
+        key,
+        score_mode=score_mode,
+        scale=scale,
+        concat_score_weight=concat_score_weight,
+        general_score_weight=general_score_weight,
+    )
+    weights = ops.cast(masked_softmax(scores, mask), out_dtype)
+    if training and dropout > 0:
+        weights = keras.random.dropout(weights, dropout, seed=seed)
+    return ops.matmul(weights, value), weights
+
+
+def luong_attention(
+    query,
+    value,
+    key=None,
+    *,
+    query_mask=None,
+    value_mask=None,
+    key_mask=None,
+    attention_mask=None,
+    causal=False,
+    causal_alignment="top_left",
+    score_mode="dot",
+    scale=None,
+    concat_score_weight=None,
+    general_score_weight=None,
+    dropout=0.0,
+    seed=None,
+    training=False,
+    return_attention_scores=False,
+    implementation="auto",
+):
+    """Dot-product (Luong) attention of `query` over `value`.
+
+    Args:
+        query: `(batch..., Tq, dim)` tensor; any number of leading batch dims.
+        value: `(batch..., Tv, dim_v)` tensor.
+        key: optional `(batch..., Tv, dim)` tensor; `value` when omitted.
+        query_mask: boolean `(batch..., Tq)` (or a prefix such as
+            `(batch_size, Tq)`); output rows where it is False are zero.
+        value_mask: boolean `(batch..., Tv)` (or a prefix); keys where it is
+            False get no weight.
+        key_mask: like `value_mask`; a key counts only where both are True.
+        attention_mask: boolean, broadcastable to `(batch..., Tq, Tv)`.
+        causal: if True, query i attends only to the keys before it.
+        causal_alignment: `"top_left"` (key j <= i) or `"bottom_right"`
+            (key j <= i + Tv - Tq).
+        score_mode: `"dot"`, `"general"` or `"concat"`.
+        scale: optional scalar multiplying the scores.
+        concat_score_weight: scalar weight of the `"concat"` score.
+        general_score_weight: `(dim, dim_k)` matrix `W_a` of the `"general"`
+            score.
+        dropout: rate of dropout on the attention weights, used only when
+            `training` is True.
+        seed: a `keras.random.SeedGenerator` or int for the dropout.
+        training: whether dropout is applied.
+        return_attention_scores: also return the `(batch..., Tq, Tv)` weights.
+        implementation: `"auto"` or `"reference"`.
+
+    Returns:
+        The `(batch..., Tq, dim_v)` output, and the weights when
+        `return_attention_scores` is True. A query row with no key to attend
+        to gets zero weights and a zero output.
+    """
+    check_options(score_mode, causal_alignment, implementation)
+    check_dropout(dropout)
+    query = ops.convert_to_tensor(query)
+    value = ops.convert_to_tensor(value)
+    key = value if key is None else ops.convert_to_tensor(key)
+    check_inputs(query, value, key, score_mode)
+    if score_mode == "general" and general_score_weight is None:
+        raise ValueError(
+            "score_mode='general' needs general_score_weight, the (dim, dim_k) "
+            "matrix W_a. Received: general_score_weight=None"
+        )
+    for name, mask, tensor in (
+        ("query_mask", query_mask, query),
+        ("value_mask", value_mask, value),
+        ("key_mask", key_mask, key),
+    ):
+        check_mask(mask, name, tensor.shape)
+    check_attention_mask(attention_mask, query.shape, value.shape)
+
+    batch_rank = len(query.shape) - 2
+    mask = combine_masks(
+        batch_rank,
+        ops.shape(query)[-2],
+        ops.shape(key)[-2],
+        value_mask=value_mask,
+        key_mask=key_mask,
+        attention_mask=attention_mask,
+        causal=causal,
+        causal_alignment=causal_alignment,
+    )
+    output, weights = _reference(
+        query,
+        value,
+        key,
+        mask,
+        score_mode,
+        scale,
+        concat_score_weight,
+        general_score_weight,
+        dropout,
+        seed,
+        training,
+    )
+    if query_mask is not None:
+        keep = ops.expand_dims(expand_sequence_mask(query_mask, batch_rank), -1)
+        output = ops.where(keep, output, ops.zeros_like(output))
+    if return_attention_scores:
+        return output, weights
+    return output
