@@ -1,0 +1,45 @@
+import keras
+import pytest
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--check-gpu",
+        action="store_true",
+        help="Fail at start-up unless the Keras backend sees a GPU; run gpu tests.",
+    )
+
+
+def _backend_sees_gpu():
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return any(d.platform == "gpu" for d in jax.devices())
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.is_available()
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def pytest_report_header(config):
+    return f"keras {keras.__version__}, backend: {keras.backend.backend()}"
+
+
+def pytest_configure(config):
+    if config.getoption("--check-gpu") and not _backend_sees_gpu():
+        raise pytest.UsageError(
+            f"--check-gpu given but the {keras.backend.backend()} backend sees no GPU"
+        )
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--check-gpu"):
+        return
+    skip_gpu = pytest.mark.skip(reason="GPU test; run with --check-gpu")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip_gpu)
