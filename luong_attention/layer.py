@@ -257,6 +257,11 @@ class LuongAttention(keras.layers.Layer):
                     f"Received length: {len(mask)}."
                 )
 
+    def load_own_variables(self, store):
+        if self.weights and len(store) == 0:
+            store = _keras_attention_entry(store) or store
+        super().load_own_variables(store)
+
     def get_config(self):
         config = {
             "use_scale": self.use_scale,
@@ -268,3 +273,23 @@ class LuongAttention(keras.layers.Layer):
             "implementation": self.implementation,
         }
         return {**super().get_config(), **config}
+
+
+def _keras_attention_entry(store):
+    """This layer's weights in a file written by `keras.layers.Attention`.
+
+    Keras keys a weight file by the snake-cased class name of each layer, so
+    weights saved from a model holding `keras.layers.Attention` sit under
+    `.../attention` (`attention_1`, ...) where this class looks under
+    `.../luong_attention`. When the own entry is empty, look there instead, so
+    that a model's `save_weights` file loads after swapping the class. Returns
+    `None` when the store cannot be searched or holds no such entry.
+    """
+    path = getattr(store, "_h5_entry_path", None)
+    if not isinstance(path, str) or not hasattr(store, "get"):
+        return None
+    head, _, leaf = path.rpartition("/")
+    if not leaf.startswith("luong_attention"):
+        return None
+    entry = store.get(f"{head}/{leaf.replace('luong_attention', 'attention', 1)}")
+    return entry if len(entry) else None
