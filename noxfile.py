@@ -57,9 +57,11 @@ def _gpu_count(session, backend):
 def _install_cpu(session, backend, *groups):
     _install(session, backend, CPU_REQUIREMENTS, *groups)
     if backend == "torch":
-        cuda = session.run(
-            "python", "-c", "import torch; print(torch.version.cuda)", silent=True
-        ).strip().splitlines()[-1]
+        cuda = (
+            session.run("python", "-c", "import torch; print(torch.version.cuda)", silent=True)
+            .strip()
+            .splitlines()[-1]
+        )
         if cuda != "None":
             session.error(
                 f"CPU session got a CUDA build of torch (torch.version.cuda={cuda}); "

@@ -25,13 +25,15 @@ theirs, their_weights = keras.layers.Attention(use_scale=True)(
     [query, value], mask=[None, value_mask], return_attention_scores=True
 )
 ours, theirs = keras.ops.convert_to_numpy(ours), keras.ops.convert_to_numpy(theirs)
-print("example 0 (ordinary): max |LuongAttention - keras Attention| =",
-      f"{np.abs(ours[0] - theirs[0]).max():.2e}")
+print(
+    "example 0 (ordinary): max |LuongAttention - keras Attention| =",
+    f"{np.abs(ours[0] - theirs[0]).max():.2e}",
+)
 print("example 1 (every key masked):")
-print("  LuongAttention row sums of weights:",
-      keras.ops.convert_to_numpy(our_weights)[1].sum(-1))
-print("  keras Attention row sums of weights:",
-      keras.ops.convert_to_numpy(their_weights)[1].sum(-1))
+print("  LuongAttention row sums of weights:", keras.ops.convert_to_numpy(our_weights)[1].sum(-1))
+print(
+    "  keras Attention row sums of weights:", keras.ops.convert_to_numpy(their_weights)[1].sum(-1)
+)
 print("  (Keras spreads the weight over masked keys; LuongAttention gives zeros)\n")
 
 # A tiny sequence model: embed tokens, attend causally over the past, and

@@ -79,7 +79,7 @@ def check_inputs(query, value, key, score_mode="dot"):
     q_shape, v_shape, k_shape = (_static_dims(t.shape) for _, t in named)
     for name, shape in (("value", v_shape), ("key", k_shape)):
         if len(shape) != len(q_shape) or not all(
-            _dims_compatible(a, b) for a, b in zip(q_shape[:-2], shape[:-2])
+            _dims_compatible(a, b) for a, b in zip(q_shape[:-2], shape[:-2], strict=True)
         ):
             raise ValueError(
                 "query, value and key must have the same batch dims (all dims "
@@ -91,9 +91,7 @@ def check_inputs(query, value, key, score_mode="dot"):
             "key and value must have the same length (axis -2). Received: "
             f"key.shape={k_shape}, value.shape={v_shape}"
         )
-    if score_mode in ("dot", "concat") and not _dims_compatible(
-        q_shape[-1], k_shape[-1]
-    ):
+    if score_mode in ("dot", "concat") and not _dims_compatible(q_shape[-1], k_shape[-1]):
         raise ValueError(
             f"With score_mode={score_mode!r}, query and key must have the same "
             f"last dim. Received: query.shape={q_shape}, key.shape={k_shape}. "
@@ -116,7 +114,7 @@ def check_mask(mask, name, tensor_shape):
     rank = len(shape)
     fits = 1 <= rank <= len(target) and all(
         m == 1 or _dims_compatible(m, t)
-        for m, t in zip(shape, target[: rank - 1] + target[-1:])
+        for m, t in zip(shape, target[: rank - 1] + target[-1:], strict=True)
     )
     if not fits:
         raise ValueError(
@@ -133,7 +131,7 @@ def check_attention_mask(attention_mask, q_shape, v_shape):
     target = _static_dims(q_shape)[:-1] + _static_dims(v_shape)[-2:-1]
     fits = 2 <= len(shape) <= len(target) and all(
         m == 1 or _dims_compatible(m, t)
-        for m, t in zip(reversed(shape), reversed(target))
+        for m, t in zip(reversed(shape), reversed(target), strict=False)
     )
     if not fits:
         raise ValueError(

@@ -99,13 +99,11 @@ class LuongAttention(keras.layers.Layer):
         for name, flag in (("use_scale", use_scale), ("causal", causal)):
             if not isinstance(flag, bool):
                 raise TypeError(
-                    f"Invalid type for argument {name}. Expected a bool. "
-                    f"Received: {name}={flag!r}"
+                    f"Invalid type for argument {name}. Expected a bool. Received: {name}={flag!r}"
                 )
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise TypeError(
-                "Invalid type for argument seed. Expected an int or None. "
-                f"Received: seed={seed!r}"
+                f"Invalid type for argument seed. Expected an int or None. Received: seed={seed!r}"
             )
         super().__init__(**kwargs)
         self.use_scale = use_scale
@@ -223,9 +221,7 @@ class LuongAttention(keras.layers.Layer):
         )
         if not return_attention_scores:
             return output
-        weights = keras.KerasTensor(
-            (*query.shape[:-1], key.shape[-2]), dtype=self.compute_dtype
-        )
+        weights = keras.KerasTensor((*query.shape[:-1], key.shape[-2]), dtype=self.compute_dtype)
         return output, weights
 
     def _validate_inputs(self, inputs, mask=None):

@@ -28,12 +28,12 @@ def value_and_grad(fn, *args):
     elif backend == "torch":
         import torch
 
-        tensors = [
-            ops.convert_to_tensor(a).detach().requires_grad_(True) for a in args
-        ]
+        tensors = [ops.convert_to_tensor(a).detach().requires_grad_(True) for a in args]
         value = fn(*tensors)
         grads = torch.autograd.grad(value, tensors, allow_unused=True)
-        grads = [torch.zeros_like(t) if g is None else g for t, g in zip(tensors, grads)]
+        grads = [
+            torch.zeros_like(t) if g is None else g for t, g in zip(tensors, grads, strict=True)
+        ]
     elif backend == "tensorflow":
         import tensorflow as tf
 
@@ -42,16 +42,14 @@ def value_and_grad(fn, *args):
             tape.watch(tensors)
             value = fn(*tensors)
         grads = tape.gradient(value, tensors)
-        grads = [tf.zeros_like(t) if g is None else g for t, g in zip(tensors, grads)]
+        grads = [tf.zeros_like(t) if g is None else g for t, g in zip(tensors, grads, strict=True)]
     else:
         raise ValueError(f"Unsupported backend: {backend}")
     return to_numpy(value), [to_numpy(g) for g in grads]
 
 
 def _num_seed_generators(layer):
-    return sum(
-        isinstance(v, keras.random.SeedGenerator) for v in vars(layer).values()
-    )
+    return sum(isinstance(v, keras.random.SeedGenerator) for v in vars(layer).values())
 
 
 def _random_inputs(shapes, rng):
@@ -126,9 +124,7 @@ def run_layer_test(
         mixed = layer_cls(**{**init_kwargs, "dtype": "mixed_float16"})
         output = mixed(inputs)
         assert keras.backend.standardize_dtype(output.dtype) == "float16"
-        assert all(
-            keras.backend.standardize_dtype(w.dtype) == "float32" for w in mixed.weights
-        )
+        assert all(keras.backend.standardize_dtype(w.dtype) == "float32" for w in mixed.weights)
 
     if saving_dir is not None:
         model = model_of()

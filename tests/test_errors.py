@@ -12,9 +12,21 @@ V = np.zeros((2, 5, 4), "float32")
 @pytest.mark.parametrize(
     "kwargs,error,match",
     [
-        ({"score_mode": "additive"}, ValueError, r"argument score_mode.*Received: score_mode='additive'"),
-        ({"causal_alignment": "left"}, ValueError, r"argument causal_alignment.*Received: causal_alignment='left'"),
-        ({"implementation": "cuda"}, ValueError, r"argument implementation.*Received: implementation='cuda'"),
+        (
+            {"score_mode": "additive"},
+            ValueError,
+            r"argument score_mode.*Received: score_mode='additive'",
+        ),
+        (
+            {"causal_alignment": "left"},
+            ValueError,
+            r"argument causal_alignment.*Received: causal_alignment='left'",
+        ),
+        (
+            {"implementation": "cuda"},
+            ValueError,
+            r"argument implementation.*Received: implementation='cuda'",
+        ),
         ({"dropout": 1.0}, ValueError, r"argument dropout.*\[0, 1\).*Received: dropout=1.0"),
         ({"dropout": -0.1}, ValueError, r"argument dropout.*Received: dropout=-0.1"),
         ({"dropout": "0.5"}, TypeError, r"argument dropout.*Received: dropout='0.5'"),
@@ -39,14 +51,42 @@ def test_constructor_arguments(kwargs, error, match):
         ([Q, V], [None], r"mask list of length 2 or 3.*Received length: 1"),
         ([Q, V], [None, None, None, None], r"mask list of length 2 or 3.*Received length: 4"),
         ([Q[0], V[0]], None, r"argument query.*rank >= 3.*Received: query.shape=\(3, 4\)"),
-        ([Q, np.zeros((2, 5, 3), "float32")], None, r"same last dim.*query.shape=\(2, 3, 4\), key.shape=\(2, 5, 3\)"),
-        ([Q, V, np.zeros((2, 6, 4), "float32")], None, r"key and value must have the same length.*key.shape=\(2, 6, 4\), value.shape=\(2, 5, 4\)"),
-        ([Q, np.zeros((3, 5, 4), "float32")], None, r"same batch dims.*query.shape=\(2, 3, 4\), value.shape=\(3, 5, 4\)"),
+        (
+            [Q, np.zeros((2, 5, 3), "float32")],
+            None,
+            r"same last dim.*query.shape=\(2, 3, 4\), key.shape=\(2, 5, 3\)",
+        ),
+        (
+            [Q, V, np.zeros((2, 6, 4), "float32")],
+            None,
+            r"key and value must have the same length.*key.shape=\(2, 6, 4\), value.shape=\(2, 5, 4\)",
+        ),
+        (
+            [Q, np.zeros((3, 5, 4), "float32")],
+            None,
+            r"same batch dims.*query.shape=\(2, 3, 4\), value.shape=\(3, 5, 4\)",
+        ),
         ([Q, np.zeros((2, 1, 5, 4), "float32")], None, r"same batch dims"),
-        ([Q, V], [np.ones((2, 4), bool), None], r"argument query_mask.*Expected \(2, 3\).*Received: query_mask.shape=\(2, 4\)"),
-        ([Q, V], [None, np.ones((3, 5), bool)], r"argument value_mask.*Received: value_mask.shape=\(3, 5\)"),
-        ([Q, V], [None, None, np.ones((2, 5, 1), bool)], r"argument key_mask.*Received: key_mask.shape=\(2, 5, 1\)"),
-        ([Q.astype("int32"), V], None, r"argument query.*floating-point.*Received: query.dtype=int32"),
+        (
+            [Q, V],
+            [np.ones((2, 4), bool), None],
+            r"argument query_mask.*Expected \(2, 3\).*Received: query_mask.shape=\(2, 4\)",
+        ),
+        (
+            [Q, V],
+            [None, np.ones((3, 5), bool)],
+            r"argument value_mask.*Received: value_mask.shape=\(3, 5\)",
+        ),
+        (
+            [Q, V],
+            [None, None, np.ones((2, 5, 1), bool)],
+            r"argument key_mask.*Received: key_mask.shape=\(2, 5, 1\)",
+        ),
+        (
+            [Q.astype("int32"), V],
+            None,
+            r"argument query.*floating-point.*Received: query.dtype=int32",
+        ),
     ],
 )
 def test_call_inputs_and_masks(inputs, mask, match):
@@ -56,7 +96,10 @@ def test_call_inputs_and_masks(inputs, mask, match):
 
 
 def test_attention_mask_shape():
-    with pytest.raises(ValueError, match=r"argument attention_mask.*\(2, 3, 5\).*Received: attention_mask.shape=\(3, 4\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"argument attention_mask.*\(2, 3, 5\).*Received: attention_mask.shape=\(3, 4\)",
+    ):
         LuongAttention()([Q, V], attention_mask=np.ones((3, 4), bool))
 
 

@@ -183,9 +183,7 @@ def test_attention_compute_mask_with_edge_case_masks():
         np.array([False, False, False]),
         np.array([True, False, True]),
     ]:
-        computed = to_numpy(
-            layer.compute_mask(inputs=_dummy_inputs(fill=1.0), mask=[mask, mask])
-        )
+        computed = to_numpy(layer.compute_mask(inputs=_dummy_inputs(fill=1.0), mask=[mask, mask]))
         assert np.array_equal(computed, mask)
 
 
@@ -194,9 +192,7 @@ def test_attention_compute_mask_with_different_input_shapes():
     valid_mask = np.array([True, False, True])
     for shape in [(2, 3, 4), (3, 2, 5), (4, 1, 6)]:
         mask = [valid_mask, np.array([False, True, False])]
-        computed = to_numpy(
-            layer.compute_mask(inputs=[np.ones(shape), np.ones(shape)], mask=mask)
-        )
+        computed = to_numpy(layer.compute_mask(inputs=[np.ones(shape), np.ones(shape)], mask=mask))
         assert np.array_equal(computed, valid_mask)
 
 
@@ -255,4 +251,3 @@ def test_symbolic_call_does_not_leak_return_attention_scores():
     assert not isinstance(output, (tuple, list))
     assert output.shape == (None, 3, 5)
     assert attention.compute_output_shape([x.shape, y.shape]) == (None, 3, 5)
-

@@ -64,7 +64,9 @@ def test_hand_computed_causal_alignments(alignment, expected_weights):
     layer = LuongAttention(causal_alignment=alignment)
     out, weights = layer([query, value, key], use_causal_mask=True, return_attention_scores=True)
     np.testing.assert_allclose(to_numpy(weights)[0], expected_weights, rtol=1e-6)
-    np.testing.assert_allclose(to_numpy(out)[0], np.array(expected_weights) @ [[3.0], [6.0], [9.0]], rtol=1e-6)
+    np.testing.assert_allclose(
+        to_numpy(out)[0], np.array(expected_weights) @ [[3.0], [6.0], [9.0]], rtol=1e-6
+    )
 
 
 # --- randomized against the NumPy reference ---------------------------------
@@ -115,19 +117,25 @@ def test_general_score_allows_different_query_and_key_dims():
     got = layer([query, value, key], return_attention_scores=True)
     (w_a,) = layer.weights
     assert w_a.name == "general_score_weight" and tuple(w_a.shape) == (4, 7)
-    ref = reference_attention(query, value, key, score_mode="general", general_score_weight=to_numpy(w_a))
+    ref = reference_attention(
+        query, value, key, score_mode="general", general_score_weight=to_numpy(w_a)
+    )
     _assert_matches_reference(got, ref)
 
 
 @pytest.mark.parametrize(
-    "mask_shape", [(2, 3, 6), (2, 6), (2, 1, 6), (6,)], ids=["full", "batch_prefix", "size_1", "time_only"]
+    "mask_shape",
+    [(2, 3, 6), (2, 6), (2, 1, 6), (6,)],
+    ids=["full", "batch_prefix", "size_1", "time_only"],
 )
 def test_masks_on_4d_inputs_broadcast_over_inner_batch_dims(mask_shape):
     b, h, tq, tv, d = 2, 3, 4, 6, 5
     query, value = _normal(b, h, tq, d), _normal(b, h, tv, d)
     value_mask = RNG.random(mask_shape) > 0.4
     query_mask = RNG.random(mask_shape[:-1] + (tq,)) > 0.4
-    got = LuongAttention()([query, value], mask=[query_mask, value_mask], return_attention_scores=True)
+    got = LuongAttention()(
+        [query, value], mask=[query_mask, value_mask], return_attention_scores=True
+    )
     # The reference expands a mask prefix the same way: size-1 axes before T.
     ref = reference_attention(query, value, query_mask=query_mask, value_mask=value_mask)
     _assert_matches_reference(got, ref)
@@ -143,7 +151,10 @@ def test_attention_mask_broadcasts_and_ands_with_other_masks():
     attention_mask = RNG.random((4, 5)) > 0.3  # shared by the batch
     value_mask = RNG.random((2, 5)) > 0.3
     got = LuongAttention()(
-        [query, value], mask=[None, value_mask], attention_mask=attention_mask, return_attention_scores=True
+        [query, value],
+        mask=[None, value_mask],
+        attention_mask=attention_mask,
+        return_attention_scores=True,
     )
     ref = reference_attention(query, value, value_mask=value_mask, attention_mask=attention_mask)
     _assert_matches_reference(got, ref)
@@ -152,7 +163,9 @@ def test_attention_mask_broadcasts_and_ands_with_other_masks():
 # --- fully-masked rows and precision -----------------------------------------
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float16", "bfloat16", "mixed_float16", "mixed_bfloat16"])
+@pytest.mark.parametrize(
+    "dtype", ["float32", "float16", "bfloat16", "mixed_float16", "mixed_bfloat16"]
+)
 def test_fully_masked_rows_give_zeros_and_finite_gradients(dtype):
     query, value = _normal(2, 3, 4), _normal(2, 5, 4)
     value_mask = np.ones((2, 5), bool)
@@ -195,7 +208,9 @@ def test_float16_large_scores_stay_finite_and_accurate():
 def test_query_mask_zeroes_rows_but_weights_stay_the_plain_softmax():
     query, value = _normal(2, 4, 3), _normal(2, 5, 3)
     query_mask = np.array([[True, False, True, False]] * 2)
-    out, weights = LuongAttention()([query, value], mask=[query_mask, None], return_attention_scores=True)
+    out, weights = LuongAttention()(
+        [query, value], mask=[query_mask, None], return_attention_scores=True
+    )
     ref_out, ref_weights = reference_attention(query, value, query_mask=query_mask)
     np.testing.assert_array_equal(to_numpy(out)[:, 1], 0)
     np.testing.assert_allclose(to_numpy(out), ref_out, atol=1e-5)
@@ -208,7 +223,9 @@ def test_constructor_causal_is_the_default_and_call_overrides_it():
     plain = to_numpy(LuongAttention()([query, query]))
     layer = LuongAttention(causal=True)
     np.testing.assert_allclose(to_numpy(layer([query, query])), causal, atol=1e-6)
-    np.testing.assert_allclose(to_numpy(layer([query, query], use_causal_mask=False)), plain, atol=1e-6)
+    np.testing.assert_allclose(
+        to_numpy(layer([query, query], use_causal_mask=False)), plain, atol=1e-6
+    )
     assert LuongAttention.from_config(layer.get_config()).causal is True
 
 
@@ -247,7 +264,9 @@ def test_functional_entry_point_matches_the_layer():
     got = luong_attention(
         query, value, value_mask=value_mask, causal=True, return_attention_scores=True
     )
-    expected = LuongAttention()([query, value], mask=[None, value_mask], use_causal_mask=True, return_attention_scores=True)
+    expected = LuongAttention()(
+        [query, value], mask=[None, value_mask], use_causal_mask=True, return_attention_scores=True
+    )
     np.testing.assert_array_equal(to_numpy(got[0]), to_numpy(expected[0]))
     np.testing.assert_array_equal(to_numpy(got[1]), to_numpy(expected[1]))
 
@@ -263,4 +282,4 @@ def test_trains_in_a_model():
     before = [to_numpy(w).copy() for w in att.weights]
     history = model.fit([query, value], target, epochs=5, batch_size=16, verbose=0)
     assert history.history["loss"][-1] < history.history["loss"][0]
-    assert all(not np.array_equal(b, to_numpy(w)) for b, w in zip(before, att.weights))
+    assert all(not np.array_equal(b, to_numpy(w)) for b, w in zip(before, att.weights, strict=True))

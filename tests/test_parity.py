@@ -64,9 +64,7 @@ def test_matches_keras_attention(score_mode, use_scale, with_key, with_masks, ca
     out, weights = ours(inputs, **kwargs)
     expected_out, expected_weights = theirs(inputs, **kwargs)
     np.testing.assert_allclose(to_numpy(out), to_numpy(expected_out), atol=1e-5, rtol=1e-5)
-    np.testing.assert_allclose(
-        to_numpy(weights), to_numpy(expected_weights), atol=1e-5, rtol=1e-5
-    )
+    np.testing.assert_allclose(to_numpy(weights), to_numpy(expected_weights), atol=1e-5, rtol=1e-5)
 
 
 def test_same_weights_names_order_shapes():

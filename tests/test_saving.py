@@ -32,17 +32,13 @@ def test_get_config_holds_every_constructor_argument():
 
 
 def test_registered_for_saving_under_the_package_name():
-    assert (
-        keras.saving.get_registered_name(LuongAttention) == "luong_attention>LuongAttention"
-    )
+    assert keras.saving.get_registered_name(LuongAttention) == "luong_attention>LuongAttention"
     assert keras.saving.get_registered_object("luong_attention>LuongAttention") is LuongAttention
 
 
 def test_serialize_deserialize():
     layer = LuongAttention(**NON_DEFAULT)
-    restored = keras.saving.deserialize_keras_object(
-        keras.saving.serialize_keras_object(layer)
-    )
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
     assert isinstance(restored, LuongAttention)
     assert restored.get_config() == layer.get_config()
 
