@@ -105,6 +105,32 @@ def examples(session, backend):
             session.run("python", os.path.join("examples", script), *session.posargs)
 
 
+@nox.session(venv_backend="none", default=False)
+def crossbackend(session):
+    """Check that jax, torch and tensorflow agree and read each other's .keras files."""
+    # Reuses the venvs of the tests sessions (one install per backend); the
+    # driver runs each backend's worker with that venv's Python.
+    pythons = {}
+    for backend in BACKENDS:
+        env_var = f"CROSSBACKEND_PYTHON_{backend.upper()}"
+        python = os.environ.get(env_var) or os.path.join(
+            ".nox", f"tests-backend-{backend}", "bin", "python"
+        )
+        if not os.path.exists(python):
+            session.error(
+                f"No {backend} environment at {python}: run `nox -s tests` first "
+                f"(or set {env_var} to a Python that has {backend}, keras and this package)"
+            )
+        pythons[backend] = python
+    session.run(
+        pythons["jax"],
+        "tests/crossbackend/driver.py",
+        *(f"--python={backend}={python}" for backend, python in pythons.items()),
+        *session.posargs,
+        external=True,
+    )
+
+
 @nox.session(default=False)
 def lint(session):
     """Lint and check formatting with ruff."""
