@@ -9,9 +9,11 @@ lives here.
 import keras
 from keras import ops
 
+from luong_attention import _blocked, _paths
+
 SCORE_MODES = ("dot", "concat", "general")
 CAUSAL_ALIGNMENTS = ("top_left", "bottom_right")
-IMPLEMENTATIONS = ("auto", "reference")
+IMPLEMENTATIONS = ("auto", "reference", "fused", "blocked")
 
 _LOW_PRECISION = ("float16", "bfloat16")
 # Finite stand-in for -inf on masked scores (kept in float32). A finite value
@@ -289,6 +291,95 @@ def _reference(
     return ops.matmul(weights, value), weights
 
 
+def select_implementation(
+    implementation,
+    query,
+    key,
+    *,
+    score_mode="dot",
+    dropout=0.0,
+    training=False,
+    return_attention_scores=False,
+    causal=False,
+    causal_alignment="top_left",
+    has_mask=False,
+):
+    """The path that computes this call: `"reference"`, `"fused"` or `"blocked"`.
+
+    Resolves `"auto"` (see `_paths.choose_implementation`) and raises
+    `ValueError` when an explicitly named path cannot run these options.
+    """
+    options = dict(
+        score_mode=score_mode,
+        dropout_active=bool(training) and dropout > 0,
+        return_attention_scores=return_attention_scores,
+        static_lengths=query.shape[-2] is not None and key.shape[-2] is not None,
+    )
+    if implementation == "auto":
+        return _paths.choose_implementation(
+            **options,
+            causal=causal,
+            causal_alignment=causal_alignment,
+            has_mask=has_mask,
+            low_precision=keras.backend.standardize_dtype(query.dtype) in _LOW_PRECISION,
+        )
+    reason = _paths.unsupported_reason(implementation, **options)
+    if reason is not None:
+        raise ValueError(
+            f"Invalid value for argument implementation. implementation="
+            f"{implementation!r} does not support {reason}; use 'reference' "
+            f"or 'auto'. Received: implementation={implementation!r}"
+        )
+    return implementation
+
+
+def _fast(
+    implementation,
+    query,
+    value,
+    key,
+    mask,
+    causal,
+    causal_alignment,
+    score_mode,
+    scale,
+    general_score_weight,
+):
+    """The fused or blocked path: fold W_a and the scale into the query."""
+    out_dtype = value.dtype
+    low_precision = keras.backend.standardize_dtype(query.dtype) in _LOW_PRECISION
+    if low_precision:
+        # Scores and softmax statistics in float32, as in the reference.
+        query, key = ops.cast(query, "float32"), ops.cast(key, "float32")
+        if general_score_weight is not None:
+            general_score_weight = ops.cast(general_score_weight, "float32")
+        if scale is not None:
+            scale = ops.cast(scale, "float32")
+    if score_mode == "general":
+        query = ops.matmul(query, general_score_weight)
+    if scale is not None:
+        query = query * scale
+    offset = 0
+    if causal and causal_alignment == "bottom_right":
+        offset = ops.shape(key)[-2] - ops.shape(query)[-2]
+    if implementation == "blocked":
+        output = _blocked.blocked_attention(
+            query,
+            key,
+            ops.cast(value, "float32") if low_precision else value,
+            mask=mask,
+            causal=causal,
+            causal_offset=offset,
+        )
+    else:
+        if low_precision:
+            query, key = ops.cast(query, out_dtype), ops.cast(key, out_dtype)
+        output = _paths.fused_attention(
+            query, key, value, mask=mask, causal=causal, causal_offset=offset
+        )
+    return ops.cast(output, out_dtype)
+
+
 def luong_attention(
     query,
     value,
@@ -335,7 +426,13 @@ def luong_attention(
         seed: a `keras.random.SeedGenerator` or int for the dropout.
         training: whether dropout is applied.
         return_attention_scores: also return the `(batch..., Tq, Tv)` weights.
-        implementation: `"auto"` or `"reference"`.
+        implementation: `"auto"` (default: the fastest path that supports
+            the options, see the README), `"reference"` (materialises the
+            scores; supports everything), `"fused"`
+            (`keras.ops.dot_product_attention`) or `"blocked"` (row blocks,
+            causal blocks skipped, O(T) memory). `"fused"` and `"blocked"`
+            do not support `score_mode="concat"`, dropout in training or
+            `return_attention_scores=True`.
 
     Returns:
         The `(batch..., Tq, dim_v)` output, and the weights when
@@ -362,6 +459,18 @@ def luong_attention(
     check_attention_mask(attention_mask, query.shape, value.shape)
 
     batch_rank = len(query.shape) - 2
+    path = select_implementation(
+        implementation,
+        query,
+        key,
+        score_mode=score_mode,
+        dropout=dropout,
+        training=training,
+        return_attention_scores=return_attention_scores,
+        causal=causal,
+        causal_alignment=causal_alignment,
+        has_mask=any(m is not None for m in (value_mask, key_mask, attention_mask)),
+    )
     mask = combine_masks(
         batch_rank,
         ops.shape(query)[-2],
@@ -369,22 +478,37 @@ def luong_attention(
         value_mask=value_mask,
         key_mask=key_mask,
         attention_mask=attention_mask,
-        causal=causal,
+        causal=causal and path == "reference",
         causal_alignment=causal_alignment,
     )
-    output, weights = _reference(
-        query,
-        value,
-        key,
-        mask,
-        score_mode,
-        scale,
-        concat_score_weight,
-        general_score_weight,
-        dropout,
-        seed,
-        training,
-    )
+    if path != "reference":
+        output = _fast(
+            path,
+            query,
+            value,
+            key,
+            mask,
+            causal,
+            causal_alignment,
+            score_mode,
+            scale,
+            general_score_weight,
+        )
+        weights = None
+    else:
+        output, weights = _reference(
+            query,
+            value,
+            key,
+            mask,
+            score_mode,
+            scale,
+            concat_score_weight,
+            general_score_weight,
+            dropout,
+            seed,
+            training,
+        )
     if query_mask is not None:
         keep = ops.expand_dims(expand_sequence_mask(query_mask, batch_rank), -1)
         output = ops.where(keep, output, ops.zeros_like(output))

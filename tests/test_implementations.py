@@ -1,0 +1,267 @@
+"""Every implementation path gives the reference path's outputs and gradients.
+
+The blocked path runs with blocks of 4 query rows here, so that tiny inputs
+cross several block boundaries and both kinds of key part (shared and
+diagonal) in every causal case.
+"""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from luong_attention import LuongAttention, _blocked, _paths, functional, luong_attention
+from tests.helpers import to_numpy, value_and_grad
+
+FAST = ("fused", "blocked")
+B, TQ, TV, D, DV = 2, 8, 10, 4, 5
+
+
+@pytest.fixture(autouse=True)
+def small_blocks(monkeypatch):
+    monkeypatch.setattr(_blocked, "BLOCK_SIZE_OVERRIDE", 4)
+
+
+def _rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+def _qkv(rng, batch=(B,), tq=TQ, tv=TV, d=D, dv=DV, dtype="float32"):
+    q = rng.standard_normal((*batch, tq, d)).astype(dtype)
+    k = rng.standard_normal((*batch, tv, d)).astype(dtype)
+    v = rng.standard_normal((*batch, tv, dv)).astype(dtype)
+    return q, k, v
+
+
+def _loss_and_grads(implementation, q, k, v, extra=(), **kwargs):
+    """Value and gradients of sum(output * R) w.r.t. q, k, v and `extra`."""
+    tq, dv = q.shape[-2], v.shape[-1]
+    projection = _rng(99).standard_normal((*q.shape[:-2], tq, dv)).astype("float32")
+
+    def loss(q, k, v, *weights):
+        named = dict(zip(("scale", "general_score_weight"), weights, strict=False))
+        out = luong_attention(q, v, k, implementation=implementation, **kwargs, **named)
+        return ops.sum(ops.cast(out, "float32") * ops.convert_to_tensor(projection))
+
+    return value_and_grad(loss, q, k, v, *extra)
+
+
+def _assert_same(implementation, q, k, v, extra=(), atol=2e-5, rtol=2e-5, **kwargs):
+    ref_value, ref_grads = _loss_and_grads("reference", q, k, v, extra, **kwargs)
+    value, grads = _loss_and_grads(implementation, q, k, v, extra, **kwargs)
+    np.testing.assert_allclose(value, ref_value, atol=atol * 10, rtol=rtol)
+    for name, g, ref in zip(
+        ("query", "key", "value", "weight1", "weight2"), grads, ref_grads, strict=False
+    ):
+        assert np.all(np.isfinite(g.astype("float32"))), name
+        np.testing.assert_allclose(
+            g.astype("float32"), ref.astype("float32"), atol=atol, rtol=rtol, err_msg=name
+        )
+
+
+def _outputs(implementation, q, k, v, **kwargs):
+    return to_numpy(luong_attention(q, v, k, implementation=implementation, **kwargs))
+
+
+CAUSAL = [
+    dict(causal=False),
+    dict(causal=True),
+    dict(causal=True, causal_alignment="bottom_right"),
+]
+CAUSAL_IDS = ["none", "top_left", "bottom_right"]
+
+
+@pytest.mark.parametrize("implementation", FAST)
+@pytest.mark.parametrize("causal", CAUSAL, ids=CAUSAL_IDS)
+@pytest.mark.parametrize("lengths", [(TQ, TV), (TV, TQ)], ids=["tq<tv", "tq>tv"])
+def test_unmasked_matches_reference(implementation, causal, lengths):
+    q, k, v = _qkv(_rng(1), tq=lengths[0], tv=lengths[1])
+    _assert_same(implementation, q, k, v, **causal)
+
+
+@pytest.mark.parametrize("implementation", FAST)
+@pytest.mark.parametrize("causal", CAUSAL, ids=CAUSAL_IDS)
+def test_masks_and_fully_masked_rows(implementation, causal):
+    rng = _rng(2)
+    q, k, v = _qkv(rng)
+    value_mask = rng.random((B, TV)) > 0.3
+    value_mask[1] = False  # batch 1: every row fully masked
+    key_mask = rng.random((B, TV)) > 0.2
+    query_mask = rng.random((B, TQ)) > 0.3
+    attention_mask = rng.random((TQ, TV)) > 0.3
+    attention_mask[2] = False  # row 2: fully masked in every batch
+    masks = dict(
+        value_mask=value_mask,
+        key_mask=key_mask,
+        query_mask=query_mask,
+        attention_mask=attention_mask,
+    )
+    _assert_same(implementation, q, k, v, **masks, **causal)
+    out = _outputs(implementation, q, k, v, **masks, **causal)
+    np.testing.assert_array_equal(out[1], 0.0)
+    np.testing.assert_array_equal(out[:, 2], 0.0)
+
+
+@pytest.mark.parametrize("implementation", FAST)
+def test_bottom_right_rows_without_keys_are_zero(implementation):
+    # Tq > Tv, bottom-right: the first Tq - Tv rows see no key at all.
+    q, k, v = _qkv(_rng(3), tq=TV, tv=TQ)
+    kwargs = dict(causal=True, causal_alignment="bottom_right")
+    _assert_same(implementation, q, k, v, **kwargs)
+    np.testing.assert_array_equal(_outputs(implementation, q, k, v, **kwargs)[:, : TV - TQ], 0.0)
+
+
+@pytest.mark.parametrize("implementation", FAST)
+@pytest.mark.parametrize("causal", CAUSAL, ids=CAUSAL_IDS)
+def test_four_d_inputs_with_batch_masks(implementation, causal):
+    rng = _rng(4)
+    q, k, v = _qkv(rng, batch=(B, 3))
+    value_mask = rng.random((B, TV)) > 0.3  # broadcast over the heads
+    query_mask = rng.random((B, 3, TQ)) > 0.3
+    _assert_same(implementation, q, k, v, value_mask=value_mask, query_mask=query_mask, **causal)
+
+
+@pytest.mark.parametrize("implementation", FAST)
+@pytest.mark.parametrize("score_mode", ["dot", "general"])
+def test_weights_get_the_same_gradients(implementation, score_mode):
+    rng = _rng(5)
+    q, k, v = _qkv(rng, d=D)
+    scale = np.float32(0.7)
+    extra = [scale]
+    if score_mode == "general":
+        k = rng.standard_normal((B, TV, D + 2)).astype("float32")
+        extra.append((rng.standard_normal((D, D + 2)) * 0.5).astype("float32"))
+    _assert_same(implementation, q, k, v, extra=extra, score_mode=score_mode, causal=True)
+
+
+@pytest.mark.parametrize("implementation", FAST)
+@pytest.mark.parametrize("dtype,tol", [("float16", 1e-2), ("bfloat16", 6e-2)])
+def test_low_precision(implementation, dtype, tol):
+    rng = _rng(6)
+    q, k, v = _qkv(rng)
+    # Scores near 1e5 overflow float16; they must stay float32 inside.
+    q = q * 150.0
+    q, k, v = (ops.cast(t, dtype) for t in (q, k, v))
+    value_mask = rng.random((B, TV)) > 0.3
+    value_mask[0] = False
+    ref = _outputs("reference", q, k, v, value_mask=value_mask, causal=True)
+    out = _outputs(implementation, q, k, v, value_mask=value_mask, causal=True)
+    assert keras.backend.standardize_dtype(out.dtype) == dtype
+    out, ref = out.astype("float32"), ref.astype("float32")
+    assert np.all(np.isfinite(out))
+    np.testing.assert_allclose(out, ref, atol=tol, rtol=tol)
+    np.testing.assert_array_equal(out[0], 0.0)
+
+
+@pytest.mark.parametrize("implementation", FAST)
+def test_low_precision_gradients(implementation):
+    q, k, v = (t.astype("float16") for t in _qkv(_rng(7)))
+    _assert_same(implementation, q, k, v, atol=2e-2, rtol=2e-2, causal=True)
+
+
+@pytest.mark.parametrize("implementation", FAST)
+def test_compiled_training_step_matches_reference(implementation):
+    """Two compiled `fit` steps (Keras's default `jit_compile="auto"`: jit on
+    JAX, a graph on TensorFlow) give the reference path's weights, with an
+    attention mask as a model input."""
+    rng = _rng(8)
+    q, k, v = _qkv(rng, dv=D)
+    attention_mask = rng.random((B, TQ, TV)) > 0.3
+    target = rng.standard_normal((B, TQ, D)).astype("float32")
+
+    def train(impl):
+        keras.utils.set_random_seed(0)
+        inputs = [
+            keras.Input((TQ, D)),
+            keras.Input((TV, D)),
+            keras.Input((TQ, TV), dtype="bool"),
+        ]
+        layer = LuongAttention(
+            use_scale=True, score_mode="general", causal=True, implementation=impl
+        )
+        out = layer(inputs[:2], attention_mask=inputs[2])
+        model = keras.Model(inputs, out)
+        model.compile(optimizer=keras.optimizers.SGD(0.5), loss="mse", jit_compile="auto")
+        model.fit([q, v, attention_mask], target, epochs=2, batch_size=B, verbose=0)
+        return [to_numpy(w) for w in model.weights]
+
+    for got, want in zip(train(implementation), train("reference"), strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-5, rtol=1e-5)
+
+
+# --- what each path supports, and what "auto" picks ---------------------------
+
+
+def _select(implementation, tq=TQ, **kwargs):
+    query = keras.KerasTensor((B, tq, D))
+    key = keras.KerasTensor((B, TV, D))
+    return functional.select_implementation(implementation, query, key, **kwargs)
+
+
+UNSUPPORTED = [
+    (dict(score_mode="concat"), "score_mode='concat'"),
+    (dict(dropout=0.1, training=True), "dropout in training"),
+    (dict(return_attention_scores=True), "return_attention_scores=True"),
+]
+
+
+@pytest.mark.parametrize("implementation", FAST)
+@pytest.mark.parametrize("options,reason", UNSUPPORTED, ids=["concat", "dropout", "scores"])
+def test_unsupported_options_raise(implementation, options, reason):
+    with pytest.raises(
+        ValueError, match=rf"implementation='{implementation}' does not support {reason}"
+    ):
+        _select(implementation, **options)
+    assert _select("auto", **options) == "reference"
+    assert _select("reference", **options) == "reference"
+
+
+def test_unsupported_error_from_the_layer():
+    layer = LuongAttention(implementation="blocked")
+    q, k, v = _qkv(_rng(9), dv=D)
+    with pytest.raises(ValueError, match="argument implementation.*return_attention_scores"):
+        layer([q, v], return_attention_scores=True)
+
+
+def test_dropout_outside_training_runs_fast():
+    assert _select("blocked", dropout=0.5, training=False) == "blocked"
+
+
+def test_blocked_needs_static_lengths():
+    with pytest.raises(ValueError, match=r"implementation='blocked' does not support unknown"):
+        _select("blocked", tq=None)
+    assert _select("fused", tq=None) == "fused"
+    assert _select("auto", tq=None) in ("fused", "reference")
+
+
+def test_auto_choice():
+    backend = keras.backend.backend()
+    plain = _select("auto", causal=True)
+    masked = _select("auto", causal=True, has_mask=True)
+    bottom_right = _select("auto", causal=True, causal_alignment="bottom_right")
+    assert plain == ("fused" if backend == "torch" else "blocked")
+    assert masked == "blocked"
+    assert bottom_right == "blocked"
+    low = functional.select_implementation(
+        "auto", keras.KerasTensor((B, TQ, D), dtype="float16"), keras.KerasTensor((B, TV, D))
+    )
+    assert low == "blocked"
+
+
+def test_auto_gives_the_reference_results_and_weights():
+    q, k, v = _qkv(_rng(10), dv=D)
+    ref = _outputs("reference", q, k, v, causal=True)
+    np.testing.assert_allclose(_outputs("auto", q, k, v, causal=True), ref, atol=1e-5)
+    layer = LuongAttention(causal=True)
+    out, weights = layer([q, v, k], return_attention_scores=True)
+    np.testing.assert_allclose(to_numpy(out), ref, atol=1e-5)
+    assert tuple(weights.shape) == (B, TQ, TV)
+
+
+def test_implementations_listed_and_saved():
+    assert set(_paths.FAST_IMPLEMENTATIONS) <= set(functional.IMPLEMENTATIONS)
+    for implementation in functional.IMPLEMENTATIONS:
+        layer = LuongAttention(implementation=implementation)
+        config = layer.get_config()
+        assert config["implementation"] == implementation
+        assert LuongAttention.from_config(config).implementation == implementation
