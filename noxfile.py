@@ -28,6 +28,8 @@ GPU_REQUIREMENTS = {
     "torch": [os.environ.get("TORCH_GPU_REQUIREMENT", "torch")],
     "tensorflow": [os.environ.get("TENSORFLOW_GPU_REQUIREMENT", "tensorflow[and-cuda]")],
 }
+# Optional packages of tests/test_export.py (ONNX), per backend.
+EXPORT_GROUPS = {"jax": (), "torch": ("onnx-torch",), "tensorflow": ("onnx-tensorflow",)}
 # Prints the number of accelerators the backend sees, and whether a CPU
 # build of torch carries CUDA.
 DEVICE_PROBE = {
@@ -73,7 +75,7 @@ def _install_cpu(session, backend, *groups):
 @nox.parametrize("backend", BACKENDS)
 def tests(session, backend):
     """Run the test suite on the CPU build of one backend."""
-    _install_cpu(session, backend, "test")
+    _install_cpu(session, backend, "test", *EXPORT_GROUPS[backend])
     session.run("pytest", *session.posargs)
 
 

@@ -270,8 +270,9 @@ def main(args):
     keras.utils.set_random_seed(0)
     x, y = make_data(args.samples)
     summary = engines[backend](args, x, y)
+    unit = "processes" if backend == "torch" else "devices"
     print(
-        f"{backend}: {summary['engine']} over {summary['replicas']} replicas; "
+        f"{backend}: {summary['engine']} on {summary['devices']} {unit}; "
         f"loss {summary['loss_before']:.3f} -> {summary['loss_after']:.3f}; "
         f"largest weight difference between replicas: {summary['replica_max_difference']:.3g}"
     )

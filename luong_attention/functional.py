@@ -22,7 +22,9 @@ _MASKED_SCORE = -1e30
 
 
 def _static_dims(shape):
-    return tuple(None if d is None else int(d) for d in shape)
+    # A dim that is not a Python int is unknown here: `None`, or a symbolic
+    # dim such as JAX's when exporting with a polymorphic batch size.
+    return tuple(d if isinstance(d, int) else None for d in shape)
 
 
 def _dims_compatible(a, b):
