@@ -1,4 +1,4 @@
-"""Sessions for luong_attention: tests per backend, GPU tests, lint, demo.
+"""Sessions for luong_attention: tests per backend, GPU tests, lint, demo, bench.
 
 `nox` alone runs the CPU test suite on JAX, PyTorch and TensorFlow.
 Reuse environments between runs with `nox -r`.
@@ -131,6 +131,16 @@ def crossbackend(session):
         *session.posargs,
         external=True,
     )
+
+
+@nox.session(default=False)
+def bench(session):
+    """Benchmark time and memory against Keras's attention on all three backends (CPU)."""
+    # One environment holds the three backends (as in Keras's own CI); the
+    # script measures each in its own subprocess.
+    _install_cpu(session, "torch", "bench")
+    session.install(*CPU_REQUIREMENTS["jax"], *CPU_REQUIREMENTS["tensorflow"])
+    session.run("python", "benchmarks/bench.py", *session.posargs)
 
 
 @nox.session(default=False)

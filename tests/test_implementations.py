@@ -2,7 +2,8 @@
 
 The blocked path runs with blocks of 4 query rows here, so that tiny inputs
 cross several block boundaries and both kinds of key part (shared and
-diagonal) in every causal case.
+diagonal) in every causal case, and chained one after another as for long
+sequences.
 """
 
 import keras
@@ -20,6 +21,8 @@ B, TQ, TV, D, DV = 2, 8, 10, 4, 5
 @pytest.fixture(autouse=True)
 def small_blocks(monkeypatch):
     monkeypatch.setattr(_blocked, "BLOCK_SIZE_OVERRIDE", 4)
+    # Chain the blocks one after another, as for long sequences.
+    monkeypatch.setattr(_blocked, "CHAIN_ABOVE_BYTES", 0)
 
 
 def _rng(seed=0):
