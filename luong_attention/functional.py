@@ -7,6 +7,7 @@ lives here.
 """
 
 import keras
+import numpy as np
 from keras import ops
 
 from luong_attention import _blocked, _paths
@@ -50,6 +51,101 @@ def check_options(score_mode, causal_alignment, implementation):
             raise _invalid(name, f"one of {choices}", repr(value))
 
 
+def check_flags(**flags):
+    """Raises `TypeError` unless each flag is a bool (`training` may be None)."""
+    for name, flag in flags.items():
+        if flag is None and name == "training":
+            continue
+        if not isinstance(flag, bool) and type(flag).__name__ != "bool_":
+            raise TypeError(
+                f"Invalid type for argument {name}. Expected a bool. "
+                f"Received: {name}={flag!r} of type {type(flag).__name__}"
+            )
+
+
+def as_input_tensor(x, name):
+    """`x` as a tensor; `TypeError` for None, strings and non-float dtypes."""
+    if x is None or isinstance(x, (str, bytes)):
+        raise TypeError(
+            f"Invalid type for argument {name}. Expected a floating-point tensor. "
+            f"Received: {name}={x!r}"
+        )
+    dtype = getattr(x, "dtype", None)
+    if dtype is not None:
+        _check_float_dtype(dtype, name)
+    return ops.convert_to_tensor(x)
+
+
+def as_mask_tensor(mask, name):
+    """Checks a mask's type: bool, int or float (nonzero means True), or None."""
+    if mask is None:
+        return None
+    if isinstance(mask, (str, bytes)):
+        raise TypeError(
+            f"Invalid type for argument {name}. Expected a boolean tensor. Received: {name}={mask!r}"
+        )
+    if not hasattr(mask, "dtype") or not hasattr(mask, "shape"):
+        mask = np.asarray(mask)
+    dtype = _dtype_name(mask.dtype)
+    if dtype != "bool" and "int" not in dtype and "float" not in dtype:
+        raise TypeError(
+            f"Invalid dtype for argument {name}. Expected a boolean tensor (or "
+            f"0/1 ints or floats, nonzero meaning True). Received: {name}.dtype={dtype}"
+        )
+    return mask
+
+
+def _dtype_name(dtype):
+    try:
+        return keras.backend.standardize_dtype(dtype)
+    except ValueError:
+        return str(dtype)
+
+
+def _check_float_dtype(dtype, name):
+    dtype = _dtype_name(dtype)
+    if "float" not in dtype:
+        raise TypeError(
+            f"Invalid dtype for argument {name}. Expected a floating-point "
+            f"tensor. Received: {name}.dtype={dtype}"
+        )
+
+
+def check_score_weights(scale, concat_score_weight, general_score_weight, q_dim, k_dim):
+    """Scalars `scale`/`concat_score_weight`, a `(q_dim, k_dim)` matrix `W_a`."""
+    for name, weight in (("scale", scale), ("concat_score_weight", concat_score_weight)):
+        if weight is None or (isinstance(weight, (int, float)) and not isinstance(weight, bool)):
+            continue
+        if not hasattr(weight, "shape") or not hasattr(weight, "dtype"):
+            raise TypeError(
+                f"Invalid type for argument {name}. Expected a float or a scalar "
+                f"tensor. Received: {name}={weight!r}"
+            )
+        _check_float_dtype(weight.dtype, name)
+        if len(weight.shape) != 0:
+            raise ValueError(
+                f"Invalid shape for argument {name}. Expected a scalar, shape (). "
+                f"Received: {name}.shape={tuple(weight.shape)}"
+            )
+    if general_score_weight is None:
+        return
+    if not hasattr(general_score_weight, "shape") or not hasattr(general_score_weight, "dtype"):
+        raise TypeError(
+            "Invalid type for argument general_score_weight. Expected a "
+            f"(dim, dim_k) tensor. Received: general_score_weight={general_score_weight!r}"
+        )
+    _check_float_dtype(general_score_weight.dtype, "general_score_weight")
+    shape = _static_dims(general_score_weight.shape)
+    if len(shape) != 2 or not (
+        _dims_compatible(shape[0], q_dim) and _dims_compatible(shape[1], k_dim)
+    ):
+        raise ValueError(
+            "Invalid shape for argument general_score_weight. Expected (query "
+            f"dim, key dim) = {(q_dim, k_dim)}. Received: "
+            f"general_score_weight.shape={shape}"
+        )
+
+
 def check_dropout(dropout):
     if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
         raise TypeError(
@@ -68,18 +164,20 @@ def check_inputs(query, value, key, score_mode="dot"):
     """
     named = (("query", query), ("value", value), ("key", key))
     for name, tensor in named:
-        dtype = keras.backend.standardize_dtype(tensor.dtype)
-        if "float" not in dtype:
-            raise TypeError(
-                f"Invalid dtype for argument {name}. Expected a floating-point "
-                f"tensor. Received: {name}.dtype={dtype}"
-            )
+        _check_float_dtype(tensor.dtype, name)
         if len(tensor.shape) < 3:
             raise ValueError(
                 f"Invalid shape for argument {name}. Expected rank >= 3, "
                 f"(batch_size, ..., T, dim). Received: {name}.shape="
                 f"{tuple(tensor.shape)}"
             )
+    dtypes = [keras.backend.standardize_dtype(t.dtype) for _, t in named]
+    if len(set(dtypes)) > 1:
+        raise TypeError(
+            "query, value and key must have the same dtype (cast them, or let "
+            "the layer's dtype policy do it). Received: query.dtype="
+            f"{dtypes[0]}, value.dtype={dtypes[1]}, key.dtype={dtypes[2]}"
+        )
     q_shape, v_shape, k_shape = (_static_dims(t.shape) for _, t in named)
     for name, shape in (("value", v_shape), ("key", k_shape)):
         if len(shape) != len(q_shape) or not all(
@@ -246,7 +344,11 @@ def masked_softmax(scores, mask=None):
     overflows in float16), and a row where every key is masked gets all-zero
     weights instead of a uniform average or NaN. Gradients stay finite.
     """
-    scores = ops.cast(scores, "float32")
+    if keras.backend.standardize_dtype(scores.dtype) != "float64":
+        scores = ops.cast(scores, "float32")
+    if 0 in _static_dims(scores.shape):
+        # Tq = 0 or Tv = 0: nothing to normalise (and max has no identity).
+        return ops.zeros_like(scores)
     if mask is None:
         return ops.softmax(scores, axis=-1)
     mask = ops.broadcast_to(mask, ops.shape(scores))
@@ -443,15 +545,27 @@ def luong_attention(
     """
     check_options(score_mode, causal_alignment, implementation)
     check_dropout(dropout)
-    query = ops.convert_to_tensor(query)
-    value = ops.convert_to_tensor(value)
-    key = value if key is None else ops.convert_to_tensor(key)
+    check_flags(causal=causal, training=training, return_attention_scores=return_attention_scores)
+    query = as_input_tensor(query, "query")
+    value = as_input_tensor(value, "value")
+    key = value if key is None else as_input_tensor(key, "key")
     check_inputs(query, value, key, score_mode)
+    check_score_weights(
+        scale,
+        concat_score_weight,
+        general_score_weight,
+        _static_dims(query.shape)[-1],
+        _static_dims(key.shape)[-1],
+    )
     if score_mode == "general" and general_score_weight is None:
         raise ValueError(
             "score_mode='general' needs general_score_weight, the (dim, dim_k) "
             "matrix W_a. Received: general_score_weight=None"
         )
+    query_mask = as_mask_tensor(query_mask, "query_mask")
+    value_mask = as_mask_tensor(value_mask, "value_mask")
+    key_mask = as_mask_tensor(key_mask, "key_mask")
+    attention_mask = as_mask_tensor(attention_mask, "attention_mask")
     for name, mask, tensor in (
         ("query_mask", query_mask, query),
         ("value_mask", value_mask, value),
@@ -473,6 +587,18 @@ def luong_attention(
         causal_alignment=causal_alignment,
         has_mask=any(m is not None for m in (value_mask, key_mask, attention_mask)),
     )
+    if 0 in _static_dims(query.shape) + _static_dims(key.shape) + _static_dims(value.shape):
+        # An empty input (T = 0, batch 0, dim 0) has nothing to speed up, and
+        # the fast kernels cannot reshape or reduce it.
+        path = "reference"
+    key_is_value = key is value
+    for mask in (value_mask, key_mask):
+        if mask is not None:
+            # Keys and values that no query may see become zeros, so that a
+            # NaN or inf in padding cannot reach the output through 0 * NaN.
+            keep = ops.expand_dims(expand_sequence_mask(mask, batch_rank), -1)
+            value = ops.where(keep, value, ops.zeros_like(value))
+            key = value if key_is_value else ops.where(keep, key, ops.zeros_like(key))
     mask = combine_masks(
         batch_rank,
         ops.shape(query)[-2],

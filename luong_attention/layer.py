@@ -5,6 +5,14 @@ from keras import ops
 
 from luong_attention import functional
 
+# Version of the dict `get_config` writes, saved under "config_version".
+# 0: no "config_version" key: this package before versioning, and the config
+#    of `keras.layers.Attention` (same keys; missing ones take defaults).
+# 1: adds "config_version".
+# `from_config` reads every version up to this one; to change the config,
+# bump it and add a step to `_MIGRATIONS` that turns the previous one into it.
+CONFIG_VERSION = 1
+
 
 @keras.saving.register_keras_serializable(package="luong_attention")
 class LuongAttention(keras.layers.Layer):
@@ -171,6 +179,7 @@ class LuongAttention(keras.layers.Layer):
         masks += [None] * (3 - len(masks))
         if use_causal_mask is None:
             use_causal_mask = self.causal
+        functional.check_flags(use_causal_mask=use_causal_mask)
         return functional.luong_attention(
             query,
             value,
@@ -267,8 +276,41 @@ class LuongAttention(keras.layers.Layer):
             "causal": self.causal,
             "causal_alignment": self.causal_alignment,
             "implementation": self.implementation,
+            "config_version": CONFIG_VERSION,
         }
         return {**super().get_config(), **config}
+
+    @classmethod
+    def from_config(cls, config):
+        if not isinstance(config, dict):
+            raise TypeError(
+                f"Invalid type for argument config. Expected a dict. Received: config={config!r}"
+            )
+        config = dict(config)
+        version = config.pop("config_version", 0)
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise TypeError(
+                "Invalid type for config_version. Expected an int. "
+                f"Received: config_version={version!r}"
+            )
+        if not 0 <= version <= CONFIG_VERSION:
+            raise ValueError(
+                f"Invalid value for config_version. This version of luong_attention "
+                f"reads config versions 0 to {CONFIG_VERSION}; a newer one wrote this "
+                f"config. Received: config_version={version}"
+            )
+        for migrate in _MIGRATIONS[version:]:
+            config = migrate(config)
+        return super().from_config(config)
+
+
+def _from_version_0(config):
+    """Version 0 had the same keys; only `config_version` was added."""
+    return config
+
+
+# `_MIGRATIONS[n]` turns a version-n config into a version-(n + 1) one.
+_MIGRATIONS = (_from_version_0,)
 
 
 def _keras_attention_entry(store):
