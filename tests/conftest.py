@@ -1,5 +1,23 @@
+import os
+
 import keras
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Hypothesis profiles: "ci" (default) runs few, fixed examples (derandomized,
+# so CI is reproducible); "dev" explores more. HYPOTHESIS_PROFILE=dev pytest ...
+# JAX compiles each op once per new shape in eager mode (seconds per example
+# on 2 cores), so CI draws fewer examples there.
+settings.register_profile(
+    "ci",
+    max_examples=4 if keras.backend.backend() == "jax" else 12,
+    derandomize=True,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("dev", max_examples=200, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def pytest_addoption(parser):

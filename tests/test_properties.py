@@ -1,0 +1,200 @@
+"""Property-based tests: every implementation path against the NumPy reference.
+
+Hypothesis draws a problem (rank 3-5, sizes from 1, score mode, key or not,
+masks with fully-masked rows, causal with either alignment, an attention
+mask, a scale); each implementation path in `functional.IMPLEMENTATIONS`
+must give the reference's outputs, weights (where it returns them) and
+gradients, and nothing non-finite. A path that does not support a
+combination raises a `ValueError` naming `implementation`: not applicable,
+that path is left out of that example.
+
+Gradients: each backend's autodiff of `sum(output * R)` against central
+differences of the float64 reference. The number of examples comes from the
+hypothesis profile (tests/conftest.py: "ci" by default, "dev" for more).
+"""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from keras import ops
+
+from luong_attention import _blocked, functional, luong_attention
+from tests.helpers import to_numpy, value_and_grad
+from tests.reference import reference_attention
+
+pytestmark = pytest.mark.filterwarnings("ignore:You are using a softmax over axis -1:UserWarning")
+
+ATOL = RTOL = 2e-5
+GRAD_ATOL = GRAD_RTOL = 2e-4
+# Few distinct sizes (1 included): JAX compiles each op once per shape in
+# eager mode, so examples that reuse shapes run much faster there.
+BATCH_SIZES = (1, 2)
+LENGTHS = (1, 3)
+DIMS = (1, 2)
+
+
+@pytest.fixture(autouse=True)
+def small_blocks(monkeypatch):
+    # Blocks of 2 query rows: the blocked path crosses block boundaries.
+    monkeypatch.setattr(_blocked, "BLOCK_SIZE_OVERRIDE", 2)
+
+
+def _mask(draw, rng, batch, length, prefix):
+    """None, or a boolean mask over `batch + (length,)` (or `batch[:1]`)."""
+    if not draw(st.booleans()):
+        return None
+    density = draw(st.sampled_from([0.0, 0.5, 0.8, 1.0]))
+    shape = (*(batch[:1] if prefix else batch), length)
+    mask = rng.random(shape) < density
+    return mask
+
+
+@st.composite
+def problems(draw):
+    rank = draw(st.integers(3, 5))
+    batch = tuple(draw(st.sampled_from(BATCH_SIZES)) for _ in range(rank - 2))
+    tq, tv = draw(st.sampled_from(LENGTHS)), draw(st.sampled_from(LENGTHS))
+    score_mode = draw(st.sampled_from(functional.SCORE_MODES))
+    given_key = draw(st.booleans())
+    dv = draw(st.sampled_from(DIMS))
+    dk = draw(st.sampled_from(DIMS)) if given_key else dv
+    d = draw(st.sampled_from(DIMS)) if score_mode == "general" else dk
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    prefix = draw(st.booleans())
+    problem = {
+        "query": rng.standard_normal((*batch, tq, d)).astype("float32"),
+        "value": rng.standard_normal((*batch, tv, dv)).astype("float32"),
+        "key": rng.standard_normal((*batch, tv, dk)).astype("float32") if given_key else None,
+        "query_mask": _mask(draw, rng, batch, tq, prefix),
+        "value_mask": _mask(draw, rng, batch, tv, prefix),
+        "key_mask": _mask(draw, rng, batch, tv, prefix),
+        "attention_mask": None,
+        "causal": draw(st.booleans()),
+        "causal_alignment": draw(st.sampled_from(functional.CAUSAL_ALIGNMENTS)),
+        "score_mode": score_mode,
+        "scale": draw(st.sampled_from([None, 0.5, 1.7])),
+    }
+    attention = draw(st.sampled_from([None, "full", "2d"]))
+    if attention is not None:
+        shape = (*batch, tq, tv) if attention == "full" else (tq, tv)
+        problem["attention_mask"] = rng.random(shape) < 0.7
+    if score_mode == "concat":
+        problem["concat_score_weight"] = np.float32(draw(st.sampled_from([1.0, -0.8])))
+    if score_mode == "general":
+        problem["general_score_weight"] = rng.standard_normal((d, dk)).astype("float32")
+    return problem
+
+
+def _reference_output(problem, **arrays):
+    args = {**problem, **arrays}
+    if args["score_mode"] != "concat":
+        args.pop("concat_score_weight", None)
+    return reference_attention(**args)
+
+
+def _projection(problem):
+    query, value = problem["query"], problem["value"]
+    rng = np.random.default_rng(1)
+    return rng.standard_normal((*query.shape[:-1], value.shape[-1]))
+
+
+def _finite_difference_grads(problem, names, eps=1e-6):
+    """Central differences of sum(output * R) of the float64 reference."""
+    projection = _projection(problem)
+    arrays = {n: np.asarray(problem[n], np.float64) for n in names}
+
+    def loss(**changed):
+        return float(np.sum(_reference_output(problem, **changed)[0] * projection))
+
+    grads = []
+    for name in names:
+        grad = np.zeros_like(arrays[name])
+        for index in np.ndindex(*arrays[name].shape):
+            plus, minus = arrays[name].copy(), arrays[name].copy()
+            plus[index] += eps
+            minus[index] -= eps
+            grad[index] = (loss(**{name: plus}) - loss(**{name: minus})) / (2 * eps)
+        grads.append(grad)
+    return grads
+
+
+def _call(problem, implementation, **overrides):
+    args = {**problem, **overrides}
+    query, value, key = args.pop("query"), args.pop("value"), args.pop("key")
+    return luong_attention(query, value, key, implementation=implementation, **args)
+
+
+def _applicable(run):
+    """`run()`, or None where the path does not support the combination."""
+    try:
+        return run()
+    except ValueError as error:
+        if "argument implementation" in str(error):
+            return None
+        raise
+
+
+def _differentiable(problem):
+    names = ["query", "value"] + (["key"] if problem["key"] is not None else [])
+    for name in ("scale", "concat_score_weight", "general_score_weight"):
+        if problem.get(name) is not None:
+            names.append(name)
+    return names
+
+
+def _loss_and_grads(problem, implementation, names):
+    projection = ops.convert_to_tensor(_projection(problem).astype("float32"))
+
+    def loss(*tensors):
+        out = _call(problem, implementation, **dict(zip(names, tensors, strict=True)))
+        return ops.sum(out * projection)
+
+    inputs = [np.asarray(problem[n], "float32") for n in names]
+    return _applicable(lambda: value_and_grad(loss, *inputs))
+
+
+PROPERTY_SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@PROPERTY_SETTINGS
+@given(problem=problems())
+def test_outputs_and_weights_match_the_reference(problem):
+    expected_output, expected_weights = _reference_output(problem)
+    ran = []
+    for implementation in functional.IMPLEMENTATIONS:
+        output = _applicable(lambda: _call(problem, implementation))  # noqa: B023
+        if output is None:
+            continue
+        ran.append(implementation)
+        output = to_numpy(output)
+        assert np.all(np.isfinite(output)), implementation
+        np.testing.assert_allclose(
+            output, expected_output, atol=ATOL, rtol=RTOL, err_msg=implementation
+        )
+        returned = _applicable(
+            lambda: _call(problem, implementation, return_attention_scores=True)  # noqa: B023
+        )
+        if returned is not None:
+            weights = to_numpy(returned[1])
+            assert np.all(np.isfinite(weights)), implementation
+            np.testing.assert_allclose(
+                weights, expected_weights, atol=ATOL, rtol=RTOL, err_msg=implementation
+            )
+    assert "reference" in ran and "auto" in ran
+
+
+@PROPERTY_SETTINGS
+@given(problem=problems())
+def test_gradients_match_finite_differences_of_the_reference(problem):
+    names = _differentiable(problem)
+    expected = _finite_difference_grads(problem, names)
+    for implementation in functional.IMPLEMENTATIONS:
+        result = _loss_and_grads(problem, implementation, names)
+        if result is None:
+            continue
+        _, grads = result
+        for name, grad, want in zip(names, grads, expected, strict=True):
+            message = f"{implementation}: d/d{name}"
+            assert np.all(np.isfinite(grad)), message
+            np.testing.assert_allclose(grad, want, atol=GRAD_ATOL, rtol=GRAD_RTOL, err_msg=message)
