@@ -56,7 +56,7 @@ def check_flags(**flags):
     for name, flag in flags.items():
         if flag is None and name == "training":
             continue
-        if not isinstance(flag, bool) and type(flag).__name__ != "bool_":
+        if not isinstance(flag, (bool, np.bool_)):
             raise TypeError(
                 f"Invalid type for argument {name}. Expected a bool. "
                 f"Received: {name}={flag!r} of type {type(flag).__name__}"
@@ -508,13 +508,16 @@ def luong_attention(
     """Dot-product (Luong) attention of `query` over `value`.
 
     Args:
-        query: `(batch..., Tq, dim)` tensor; any number of leading batch dims.
+        query: `(batch..., Tq, dim)` floating-point tensor; any number of
+            leading batch dims. `query`, `value` and `key` share one dtype.
         value: `(batch..., Tv, dim_v)` tensor.
         key: optional `(batch..., Tv, dim)` tensor; `value` when omitted.
         query_mask: boolean `(batch..., Tq)` (or a prefix such as
             `(batch_size, Tq)`); output rows where it is False are zero.
         value_mask: boolean `(batch..., Tv)` (or a prefix); keys where it is
-            False get no weight.
+            False get no weight, and their keys and values are zeroed first,
+            so a NaN or inf there never reaches the output. Int and float
+            masks count nonzero as True.
         key_mask: like `value_mask`; a key counts only where both are True.
         attention_mask: boolean, broadcastable to `(batch..., Tq, Tv)`.
         causal: if True, query i attends only to the keys before it.

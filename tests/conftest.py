@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, settings
 # on 2 cores), so CI draws fewer examples there.
 settings.register_profile(
     "ci",
-    max_examples=4 if keras.backend.backend() == "jax" else 12,
+    max_examples=3 if keras.backend.backend() == "jax" else 12,
     derandomize=True,
     deadline=None,
     print_blob=True,
