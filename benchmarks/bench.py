@@ -295,13 +295,17 @@ def drive(args):
 
 def merge(args):
     """Combines the `bench.json` of runs made one backend at a time."""
-    results = {"time": [], "memory": [], "machine": None}
-    for directory in args.merge:
+    time_rows, memory_rows, machine = {}, {}, None
+    for directory in args.merge:  # a later run's row replaces an earlier one's
         with open(os.path.join(directory, "bench.json")) as f:
             part = json.load(f)
-        results["time"] += part["time"]
-        results["memory"] += part["memory"]
-        results["machine"] = results["machine"] or part["machine"]
+        for row in part["time"]:
+            time_rows[row["backend"], row["mode"], row["T"], row["impl"]] = row
+        for row in part["memory"]:
+            memory_rows[row["backend"], row["T"], row["impl"]] = row
+        machine = machine or part["machine"]
+    results = {"time": list(time_rows.values()), "memory": list(memory_rows.values())}
+    results["machine"] = machine
     _write(results, args.out)
 
 
