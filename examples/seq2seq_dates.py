@@ -4,7 +4,8 @@
 "2020-03-03". The model follows Luong, Pham & Manning (2015), one character at
 a time:
 
-- encoder: character embedding (`mask_zero=True`) and a GRU over the input;
+- encoder: character embedding (`mask_zero=True`) and a bidirectional GRU
+  over the input;
 - decoder: a GRU over the previous output characters (teacher forcing in
   training), started from the encoder's last state;
 - global attention: each decoder state h_t attends over the encoder states
@@ -98,7 +99,7 @@ def encode(pairs):
     return enc, dec, target
 
 
-def build_models(units=64, embed_dim=32):
+def build_models(units=32, embed_dim=32):
     """The training model (teacher forcing) and the same graph also returning
     the attention weights."""
     enc_tokens = keras.Input(shape=(None,), dtype="int32", name="encoder_tokens")
@@ -106,12 +107,15 @@ def build_models(units=64, embed_dim=32):
     enc_mask = ops.not_equal(enc_tokens, 0)
 
     enc_embedded = keras.layers.Embedding(len(IN_IDS) + 1, embed_dim, mask_zero=True)(enc_tokens)
-    encoder_states, encoder_last = keras.layers.GRU(
-        units, return_sequences=True, return_state=True
+    # Bidirectional, so the state at "3" in "3/1/1986" already knows that a
+    # "/" follows (day 3, not the first digit of day 30).
+    encoder_states, forward_last, backward_last = keras.layers.Bidirectional(
+        keras.layers.GRU(units, return_sequences=True, return_state=True)
     )(enc_embedded)
+    encoder_last = keras.layers.Concatenate()([forward_last, backward_last])
 
     dec_embedded = keras.layers.Embedding(len(OUT_IDS) + 2, embed_dim)(dec_tokens)
-    decoder_states = keras.layers.GRU(units, return_sequences=True)(
+    decoder_states = keras.layers.GRU(2 * units, return_sequences=True)(
         dec_embedded, initial_state=encoder_last
     )
 
@@ -178,11 +182,11 @@ def plot_attention(pairs, weights, path):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--samples", type=int, default=20000, help="training dates")
+    parser.add_argument("--samples", type=int, default=10000, help="training dates")
     parser.add_argument("--test-samples", type=int, default=2000, help="held-out dates")
-    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--units", type=int, default=64, help="GRU and attention width")
+    parser.add_argument("--units", type=int, default=32, help="encoder GRU width per direction")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--verbose", type=int, default=2, help="Keras verbosity (0, 1 or 2)")
     parser.add_argument(

@@ -43,12 +43,12 @@ def test_seq2seq_dates_runs(tmp_path):
     out = run_example(
         "seq2seq_dates.py",
         "--samples=64",
-        "--test-samples=8",
+        "--test-samples=4",
         "--epochs=1",
         "--units=8",
         "--verbose=0",
         f"--output={png}",
         cwd=tmp_path,
     )
-    assert "exact match, greedy decoding, 8 held-out dates" in out
+    assert "exact match, greedy decoding, 4 held-out dates" in out
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
