@@ -32,9 +32,13 @@ WEIGHTS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def small_blocks(monkeypatch):
+@pytest.fixture(autouse=True, params=["saved", "recomputed"])
+def small_blocks(request, monkeypatch):
     monkeypatch.setattr(_blocked, "BLOCK_SIZE_OVERRIDE", 2)
+    # The blocked path's two backward passes: weights kept from the forward
+    # pass, and recomputed block by block (what long inputs get).
+    if request.param == "recomputed":
+        monkeypatch.setattr(_blocked, "SAVE_WEIGHTS_BELOW_BYTES", 0)
 
 
 def _reference_loss(score_mode, causal_alignment, **arrays):

@@ -3,7 +3,8 @@
 The blocked path runs with blocks of 4 query rows here, so that tiny inputs
 cross several block boundaries and both kinds of key part (shared and
 diagonal) in every causal case, and chained one after another as for long
-sequences.
+sequences; every test runs with both of its backward passes (weights kept
+from the forward pass, and recomputed).
 """
 
 import keras
@@ -18,11 +19,15 @@ FAST = ("fused", "blocked")
 B, TQ, TV, D, DV = 2, 8, 10, 4, 5
 
 
-@pytest.fixture(autouse=True)
-def small_blocks(monkeypatch):
+@pytest.fixture(autouse=True, params=["saved", "recomputed"])
+def small_blocks(request, monkeypatch):
     monkeypatch.setattr(_blocked, "BLOCK_SIZE_OVERRIDE", 4)
     # Chain the blocks one after another, as for long sequences.
     monkeypatch.setattr(_blocked, "CHAIN_ABOVE_BYTES", 0)
+    # Both backward passes: weights kept from the forward pass (small
+    # inputs) and weights recomputed block by block (long inputs).
+    if request.param == "recomputed":
+        monkeypatch.setattr(_blocked, "SAVE_WEIGHTS_BELOW_BYTES", 0)
 
 
 def _rng(seed=0):

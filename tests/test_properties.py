@@ -13,6 +13,8 @@ differences of the float64 reference. The number of examples comes from the
 hypothesis profile (tests/conftest.py: "ci" by default, "dev" for more).
 """
 
+from unittest import mock
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -189,12 +191,18 @@ def test_outputs_and_weights_match_the_reference(problem):
 def test_gradients_match_finite_differences_of_the_reference(problem):
     names = _differentiable(problem)
     expected = _finite_difference_grads(problem, names)
-    for implementation in functional.IMPLEMENTATIONS:
-        result = _loss_and_grads(problem, implementation, names)
+    # The blocked path also with its long-input backward pass, which
+    # recomputes the weights instead of keeping them.
+    runs = [(name, None) for name in functional.IMPLEMENTATIONS] + [("blocked", 0)]
+    for implementation, save_below in runs:
+        if save_below is None:
+            save_below = _blocked.SAVE_WEIGHTS_BELOW_BYTES
+        with mock.patch.object(_blocked, "SAVE_WEIGHTS_BELOW_BYTES", save_below):
+            result = _loss_and_grads(problem, implementation, names)
         if result is None:
             continue
         _, grads = result
         for name, grad, want in zip(names, grads, expected, strict=True):
-            message = f"{implementation}: d/d{name}"
+            message = f"{implementation} (weights saved below {save_below} bytes): d/d{name}"
             assert np.all(np.isfinite(grad)), message
             np.testing.assert_allclose(grad, want, atol=GRAD_ATOL, rtol=GRAD_RTOL, err_msg=message)
