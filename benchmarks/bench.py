@@ -369,7 +369,7 @@ def report(results):
     if results["memory"]:
         lines += [
             "",
-            "Peak resident memory (MB) of one fwd+bwd at B=1 in a fresh process; "
+            "Peak resident memory (MiB) of one fwd+bwd at B=1 in a fresh process; "
             "idle = backend imported and inputs made.",
             "",
             "| backend | T | idle | ours | fused | blocked | keras Attention | keras dpa |",

@@ -53,16 +53,17 @@ def choose_implementation(
 ):
     """The path "auto" takes.
 
-    Measured with benchmarks/bench.py on 2 shared CPU cores, float32, D=64,
+    Measured with benchmarks/bench.py on 2 CPU cores, float32, D=64,
     causal, fwd+bwd, B=2, T=4096 (medians, ms; benchmarks/results/):
 
-    - torch: fused 225, blocked 442, keras.layers.Attention 1506; SDPA's
+    - torch: fused 93, blocked 160, keras.layers.Attention 640; SDPA's
       causal flash kernel wins. With a key mask (where SDPA gets a dense
-      float mask) blocked 590 vs fused 630 ms, and blocked keeps O(T)
-      memory: masks go to blocked.
-    - jax: blocked 426, fused 1454 (jax.nn.dot_product_attention is a dense
-      einsum on CPU), keras.layers.Attention 901.
-    - tensorflow (graph, no XLA): blocked 279, fused 366, Attention 453.
+      float mask) blocked 590 vs fused 630 ms in an earlier run, before
+      blocked got 1.3x faster, and blocked keeps O(T) memory: masks go to
+      blocked.
+    - jax: blocked 126, fused 471 (jax.nn.dot_product_attention is a dense
+      einsum on CPU), keras.layers.Attention 275.
+    - tensorflow (graph, no XLA): blocked 55, fused 101, Attention 119.
     Low precision on CPU goes to blocked: its scores and softmax are float32
     whatever the backend's fused op does.
     """
