@@ -225,13 +225,14 @@ def blocked_attention(query, key, value, mask=None, causal=False, causal_offset=
                 value, [(0, 0)] * (len(value.shape) - 1) + [(0, 1)], constant_values=1
             )
             d_query, d_key, d_value = [], None, None
+            done = None  # depends on every result of the previous block
             for (r0, r1, parts), lse, kept in zip(blocks, stats, saved, strict=True):
                 if lse is None:
                     d_query.append(ops.zeros((*batch_shape, r1 - r0, query.shape[-1]), query.dtype))
                     continue
-                q_block = after(query[..., r0:r1, :], d_key)
-                d_out = after(upstream[..., r0:r1, :], d_key)
-                key_b, key_1b, value_1b = (after_slice(t, d_key) for t in (key, key_1, value_1))
+                q_block = after(query[..., r0:r1, :], done)
+                d_out = after(upstream[..., r0:r1, :], done)
+                key_b, key_1b, value_1b = (after_slice(t, done) for t in (key, key_1, value_1))
                 d_q, d_ks, d_vs = 0.0, [], []
                 d_out_delta = ops.concatenate([d_out, -delta[..., r0:r1, :]], axis=-1)
                 if kept is None:
@@ -259,6 +260,10 @@ def blocked_attention(query, key, value, mask=None, causal=False, causal_offset=
                 dv = _pad_rows(d_vs[0] if len(d_vs) == 1 else ops.concatenate(d_vs, -2), kv_len)
                 d_key = dk if d_key is None else d_key + dk
                 d_value = dv if d_value is None else d_value + dv
+                # d_key alone would let the block's d_q products wait behind
+                # the next block, holding its tiles: TensorFlow's executor
+                # did that with one inter-op thread (3.6 GB at T=32768).
+                done = d_key[..., :1, :1] + d_value[..., :1, :1] + d_q[..., :1, :1]
             if d_key is None:
                 d_key, d_value = ops.zeros_like(key), ops.zeros_like(value)
             d_query = d_query[0] if len(d_query) == 1 else ops.concatenate(d_query, axis=-2)
