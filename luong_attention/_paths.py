@@ -56,14 +56,13 @@ def choose_implementation(
     Measured with benchmarks/bench.py on 2 CPU cores, float32, D=64,
     causal, fwd+bwd, B=2, T=4096 (medians, ms; benchmarks/results/):
 
-    - torch: fused 93, blocked 160, keras.layers.Attention 640; SDPA's
-      causal flash kernel wins. With a key mask (where SDPA gets a dense
-      float mask) blocked 590 vs fused 630 ms in an earlier run, before
-      blocked got 1.3x faster, and blocked keeps O(T) memory: masks go to
-      blocked.
-    - jax: blocked 126, fused 471 (jax.nn.dot_product_attention is a dense
-      einsum on CPU), keras.layers.Attention 275.
-    - tensorflow (graph, no XLA): blocked 55, fused 101, Attention 119.
+    - torch: fused 102, blocked 191, keras.layers.Attention 668; SDPA's
+      causal flash kernel wins. With a padding mask (where SDPA gets a
+      dense float mask; benchmarks/masked.py) blocked 198 vs fused 243 ms,
+      and blocked keeps O(T) memory: masks go to blocked.
+    - jax: blocked 124, fused 518 (jax.nn.dot_product_attention is a dense
+      einsum on CPU), keras.layers.Attention 305.
+    - tensorflow (graph, no XLA): blocked 68, fused 145, Attention 173.
     Low precision on CPU goes to blocked: its scores and softmax are float32
     whatever the backend's fused op does.
     """
