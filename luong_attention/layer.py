@@ -50,8 +50,14 @@ class LuongAttention(keras.layers.Layer):
         causal_alignment: `"top_left"` (query i sees keys j <= i, as in
             Keras, PyTorch and JAX) or `"bottom_right"` (j <= i + Tv - Tq,
             for decoding against a cache of earlier keys).
-        implementation: `"auto"` or `"reference"`: which code path computes
-            the attention. All paths give the same results.
+        implementation: Which code path computes the attention: `"auto"`
+            (default: the fastest path that supports the call's options),
+            `"reference"` (materialises the scores; supports everything),
+            `"fused"` (`keras.ops.dot_product_attention`) or `"blocked"`
+            (row blocks, causal blocks skipped, O(T) memory). All paths give
+            the same results; `"fused"` and `"blocked"` do not support
+            `score_mode="concat"`, dropout in training or
+            `return_attention_scores=True`.
         **kwargs: Base layer arguments, such as `name` and `dtype`.
 
     Call arguments:
