@@ -8,9 +8,9 @@ For each backend and sequence length T (causal, float32, D=64) it compares
 - `keras.ops.dot_product_attention` (`is_causal=True`, `scale=1.0`);
 - `matmul`: plain matrix products with the useful FLOPs of causal attention
   (half of the full product): one `(B, T, D) @ (B, D, T)` product for the
-  forward pass, three for forward+backward
-  (on distinct operand pairs, which graph optimisers cannot merge). Above T=8192 the product runs
-  in row chunks of 4096, each summed so that no `(T, T)` result is kept.
+  forward pass, three for forward+backward (on distinct operand pairs, which
+  graph optimisers cannot merge). Above T=8192 the product runs in row
+  chunks of 4096, each summed so that no `(T, T)` result is kept.
 
 Time: one process per backend; every implementation is run in turn within
 each repeat (interleaved, so load from other processes hits all alike) and
@@ -120,15 +120,22 @@ def _make_fns(impl, length):
 
 def _runner(impl, length, grad):
     """A function of (q, k, v) that runs the case and blocks until done."""
-    import keras
-
     fn = _make_fns(impl, length)
-    backend = keras.backend.backend()
     if impl == "matmul":
         times = 3 if grad else 1
         base = fn
         fn = lambda q, k, v: base(q, k, v, times)  # noqa: E731
         grad = False
+    return compiled(fn, grad)
+
+
+def compiled(fn, grad):
+    """`fn(q, k, v)`, or the gradient of its sum w.r.t. q, k, v when `grad`,
+    jitted on JAX, a `tf.function` on TensorFlow, eager on PyTorch; the
+    result blocks until done."""
+    import keras
+
+    backend = keras.backend.backend()
     if backend == "jax":
         import jax
 
@@ -175,7 +182,7 @@ def _runner(impl, length, grad):
     return run_tf
 
 
-def _inputs(batch, length):
+def inputs(batch, length):
     import numpy as np
     from keras import ops
 
@@ -193,7 +200,7 @@ def worker_time(args):
     rows = []
     for length in args.lengths:
         batch = batch_for(length)
-        qkv = _inputs(batch, length)
+        qkv = inputs(batch, length)
         for grad in (False, True):
             impls = [
                 i for i in args.impls if not skipped(i, backend, length, batch, args.max_dense_gb)
@@ -228,7 +235,7 @@ def worker_memory(args):
 
     (length,) = args.lengths
     (impl,) = args.impls
-    qkv = _inputs(1, length)
+    qkv = inputs(1, length)
     if impl != "idle":
         _runner(impl, length, grad=True)(*qkv)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

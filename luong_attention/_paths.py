@@ -58,8 +58,9 @@ def choose_implementation(
 
     - torch: fused 102, blocked 191, keras.layers.Attention 668; SDPA's
       causal flash kernel wins. With a padding mask (where SDPA gets a
-      dense float mask; benchmarks/masked.py) blocked 198 vs fused 243 ms,
-      and blocked keeps O(T) memory: masks go to blocked.
+      dense float mask; benchmarks/masked.py) blocked 217-248 vs fused
+      245-250 ms over three runs, and blocked keeps O(T) memory: masks go
+      to blocked.
     - jax: blocked 124, fused 518 (jax.nn.dot_product_attention is a dense
       einsum on CPU), keras.layers.Attention 305.
     - tensorflow (graph, no XLA): blocked 68, fused 145, Attention 173.
