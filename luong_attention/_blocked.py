@@ -106,6 +106,11 @@ def _after(x, previous):
     return x + ops.minimum(ops.abs(ops.nan_to_num(previous[..., :1, :1])), 0.0)
 
 
+def _unchained(x, previous):
+    """`_after` for blocks that may run in any order: `x` as it is."""
+    return x
+
+
 def _pad_rows(x, total):
     """Zero-pads axis -2 of `x` up to `total` rows."""
     rows = x.shape[-2]
@@ -135,13 +140,13 @@ def blocked_attention(query, key, value, mask=None, causal=False, causal_offset=
     q_len, kv_len = int(query.shape[-2]), int(key.shape[-2])
     batch = math.prod(d if isinstance(d, int) else -1 for d in query.shape[:-2])
     chain = batch < 0 or 4 * batch * q_len * kv_len > CHAIN_ABOVE_BYTES
-    after = _after if chain else lambda x, previous: x
+    after = _after if chain else _unchained
     # TensorFlow copies slices, and runs the copy as soon as its input is
     # ready: slices of the key and value for every block at once. Slicing
     # chained copies makes each when its block runs (B=1, T=32768, fwd+bwd
     # peak: 1953 -> 1780 MiB). XLA slices without copies; chained copies
     # there cost memory instead (1902 -> 2128 MiB).
-    after_slice = after if keras.backend.backend() == "tensorflow" else lambda x, previous: x
+    after_slice = after if keras.backend.backend() == "tensorflow" else _unchained
 
     def transposed_product(tile, rows):
         """`tile^T @ rows`, `(batch..., keys, dim)` from a `(rows, keys)` tile."""

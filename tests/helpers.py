@@ -70,7 +70,8 @@ def run_layer_test(
     run_mixed_precision_check=True,
     saving_dir=None,
 ):
-    """Exercises a layer the way `keras.src.testing.run_layer_test` does.
+    """Exercises a layer the way Keras's private `run_layer_test` does
+    (`keras/src/testing/test_case.py`).
 
     Config round trip, serialization, a symbolic call with `None` dims, an
     eager call, weight and seed-generator counts, one `fit` step, mixed

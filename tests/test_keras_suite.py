@@ -1,8 +1,8 @@
 """Keras 3's own tests for `keras.layers.Attention`, run against LuongAttention.
 
 Ported from `keras/src/layers/attention/attention_test.py` (Keras 3.15,
-Apache License 2.0) with the class swapped and `keras.src.testing` replaced by
-our helper. The tests of Keras's private helpers (`_calculate_scores`,
+Apache License 2.0) with the class swapped and Keras's private testing
+module replaced by our helper. The tests of Keras's private helpers (`_calculate_scores`,
 `_calculate_score_mask`) are left out: LuongAttention has no such methods.
 """
 

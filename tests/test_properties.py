@@ -193,10 +193,9 @@ def test_gradients_match_finite_differences_of_the_reference(problem):
     expected = _finite_difference_grads(problem, names)
     # The blocked path also with its long-input backward pass, which
     # recomputes the weights instead of keeping them.
-    runs = [(name, None) for name in functional.IMPLEMENTATIONS] + [("blocked", 0)]
+    default = _blocked.SAVE_WEIGHTS_BELOW_BYTES
+    runs = [(name, default) for name in functional.IMPLEMENTATIONS] + [("blocked", 0)]
     for implementation, save_below in runs:
-        if save_below is None:
-            save_below = _blocked.SAVE_WEIGHTS_BELOW_BYTES
         with mock.patch.object(_blocked, "SAVE_WEIGHTS_BELOW_BYTES", save_below):
             result = _loss_and_grads(problem, implementation, names)
         if result is None:
