@@ -24,6 +24,7 @@ the same as JSON; tests/test_distributed.py runs the script that way.
 
 import argparse
 import datetime
+import gc
 import json
 import os
 import socket
@@ -193,6 +194,7 @@ def _torch_worker(rank, args, port, x, y, results):
         world_size=args.replicas,
         timeout=datetime.timedelta(seconds=120),  # fail rather than hang
     )
+    ddp = None
     try:
         keras.utils.set_random_seed(rank)  # DDP broadcasts rank 0's weights
         model = build_model()
@@ -236,6 +238,14 @@ def _torch_worker(rank, args, port, x, y, results):
                 }
             )
     finally:
+        # Free DDP's reducer first, so that the process group's last
+        # reference goes with destroy_process_group(), which releases the
+        # GIL. Freed by the reducer when this function returned, the group
+        # was destroyed holding the GIL while gloo's worker thread waited
+        # for it to drop the all_gather's tensors: a hang in about one run
+        # in three (pytorch/pytorch#56297).
+        del ddp
+        gc.collect()
         dist.destroy_process_group()
 
 
