@@ -134,3 +134,52 @@ def run_layer_test(
         model.save(path)
         loaded = keras.saving.load_model(path)
         np.testing.assert_allclose(to_numpy(loaded(inputs)), expected, rtol=0, atol=0)
+
+
+# --- Subprocesses -----------------------------------------------------------
+
+
+def run_subprocess(args, timeout, env=None, cwd=None, check=True):
+    """Runs `args` in a new session; returns the `subprocess.CompletedProcess`.
+
+    The child leads its own process group, so on timeout the whole group (the
+    child and every process it started: workers, compilers) is killed with
+    SIGKILL, and `subprocess.TimeoutExpired` is raised with the output so far.
+    With `check`, a non-zero exit raises `AssertionError` showing the command,
+    the exit status and the captured stdout and stderr. `env` defaults to this
+    process's environment, so KERAS_BACKEND carries over.
+    """
+    import os
+    import signal
+    import subprocess
+
+    process = subprocess.Popen(
+        [str(a) for a in args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy() if env is None else env,
+        cwd=cwd,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired as timed_out:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        raise subprocess.TimeoutExpired(
+            process.args, timeout, output=stdout, stderr=stderr
+        ) from timed_out
+    finally:
+        # A child that exited may leave workers behind in its group.
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(result.args)} exited with {result.returncode}\n"
+            f"--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
+        )
+    return result
