@@ -1,19 +1,26 @@
-"""`model.export(...)`: TF SavedModel and ONNX, loaded back and compared.
+"""`model.export(...)` with the layer's defaults and a dynamic batch, per route.
 
-What Keras supports depends on the backend and on optional packages:
+The routes Keras 3.15 offers, per backend, that this suite runs (each export
+is read back in its own runtime and compared with `model.predict` at two
+batch sizes, neither of them the batch size traced at export):
 
-- tensorflow: SavedModel; ONNX with `tf2onnx` and `onnx`.
-- jax: SavedModel through `jax2tf`, which needs `tensorflow` installed beside
-  jax; ONNX through `jax2onnx`.
-- torch: ONNX through `torch.onnx` (needs `onnx` and `onnxscript`), with a
-  static input signature, as Keras documents for torch; SavedModel needs
-  `torch_xla` and `tensorflow`.
+- tensorflow: `"tf_saved_model"` (read with `tf.saved_model.load`),
+  `"onnx"` through tf2onnx (read with ONNX Runtime).
+- jax: `"tf_saved_model"` through jax2tf, which needs TensorFlow beside JAX;
+  the nox jax session installs it, and a missing TensorFlow fails the test.
+- torch: `"onnx"` (Keras uses the TorchScript exporter with `dynamic_axes`
+  when the signature has a `None` dim), and `"torch"`, a
+  `torch.export.ExportedProgram` (`.pt2`, read with `torch.export.load`;
+  a dynamic batch needs `dynamic_shapes`).
 
-A test whose packages are missing is skipped and says which. The exports are
-read back with `tensorflow` (SavedModel) and `onnxruntime` (ONNX).
+Routes Keras offers that are not run here: ONNX on jax (needs `jax2onnx`,
+which pulls in flax and orbax), `"tf_saved_model"` on torch (needs
+`torch_xla` and TensorFlow), `"litert"` (tensorflow, torch) and
+`"openvino"` (needs openvino). Keras refuses `"torch"` on jax and
+tensorflow, and `"litert"` on jax; `test_keras_refuses_routes_it_does_not_offer` pins that.
+Every package a route needs is a test dependency of its nox session: an
+import error fails the test rather than skipping it.
 """
-
-import importlib.util
 
 import keras
 import numpy as np
@@ -22,77 +29,102 @@ import pytest
 from luong_attention import LuongAttention
 
 BACKEND = keras.backend.backend()
+ROUTES = {
+    "jax": ["tf_saved_model"],
+    "tensorflow": ["tf_saved_model", "onnx"],
+    "torch": ["onnx", "torch"],
+}[BACKEND]
+SUFFIX = {"tf_saved_model": "", "onnx": ".onnx", "torch": ".pt2"}
+CASES = ("padding", "causal")
+Q_LEN, V_LEN, DIM = 4, 5, 8
 
 
-def needs(*modules, why):
-    missing = [m for m in modules if importlib.util.find_spec(m) is None]
-    return pytest.mark.skipif(
-        bool(missing), reason=f"{why} needs {', '.join(missing)} (not installed)"
-    )
+def build_model(case):
+    """Default LuongAttention (implementation="auto"); padding mask or causal."""
+    query = keras.Input((Q_LEN, DIM), name="query")
+    value = keras.Input((V_LEN, DIM), name="value")
+    if case == "padding":
+        value_mask = keras.Input((V_LEN,), dtype="bool", name="value_mask")
+        output = LuongAttention()([query, value], mask=[None, value_mask])
+        return keras.Model([query, value, value_mask], output)
+    return keras.Model([query, value], LuongAttention(causal=True)([query, value]))
 
 
-def build_model():
-    """Masked, causal, general-score attention; one input row sees no key."""
-    query = keras.Input((4, 8), name="query")
-    value = keras.Input((5, 8), name="value")
-    value_mask = keras.Input((5,), dtype="bool", name="value_mask")
-    layer = LuongAttention(score_mode="general", use_scale=True, causal=True)
-    output = layer([query, value], mask=[None, value_mask])
-    model = keras.Model([query, value, value_mask], output)
-    rng = np.random.default_rng(0)
-    layer.scale.assign(0.8)
-    layer.general_score_weight.assign(rng.standard_normal((8, 8)).astype("float32") / 3)
+def make_inputs(case, batch, seed):
+    rng = np.random.default_rng(seed)
     inputs = [
-        rng.standard_normal((3, 4, 8)).astype("float32"),
-        rng.standard_normal((3, 5, 8)).astype("float32"),
-        rng.random((3, 5)) > 0.3,
+        rng.standard_normal((batch, Q_LEN, DIM)).astype("float32"),
+        rng.standard_normal((batch, V_LEN, DIM)).astype("float32"),
     ]
-    inputs[2][1] = False  # batch element 1 has no valid key: zero output
-    return model, inputs, keras.ops.convert_to_numpy(model(inputs))
+    if case == "padding":
+        value_mask = rng.random((batch, V_LEN)) > 0.3
+        value_mask[:, 0] = True
+        value_mask[1] = False  # batch element 1 has no valid key: zero output
+        inputs.append(value_mask)
+    return inputs
 
 
-def check(got, expected):
-    np.testing.assert_allclose(got, expected, atol=1e-5)
-    assert np.all(got[expected == 0] == 0)  # fully-masked rows stay exactly zero
+def export(model, path, route):
+    kwargs = {}
+    if route == "torch":
+        import torch
+
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        kwargs["dynamic_shapes"] = [([{0: batch}] * len(model.inputs),)]
+    model.export(path, format=route, verbose=False, **kwargs)
 
 
-def run_onnx(path, inputs):
-    import onnxruntime
+def run_exported(path, route, inputs):
+    if route == "tf_saved_model":
+        import tensorflow as tf
 
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    feeds = {spec.name: x for spec, x in zip(session.get_inputs(), inputs, strict=True)}
-    return session.run(None, feeds)[0]
+        return tf.saved_model.load(str(path)).serve(inputs).numpy()
+    if route == "onnx":
+        import onnxruntime
 
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        feeds = {spec.name: x for spec, x in zip(session.get_inputs(), inputs, strict=True)}
+        return session.run(None, feeds)[0]
+    import torch
 
-@needs("tensorflow", why="SavedModel export and loading")
-@pytest.mark.skipif(BACKEND == "torch", reason="Keras's torch SavedModel export needs torch_xla")
-def test_tf_saved_model(tmp_path):
-    import tensorflow as tf
-
-    model, inputs, expected = build_model()
-    model.export(tmp_path / "saved", format="tf_saved_model", verbose=False)
-    restored = tf.saved_model.load(str(tmp_path / "saved"))
-    check(restored.serve(inputs).numpy(), expected)
-    # The batch dim stays dynamic: a different batch size runs too.
-    check(restored.serve([x[1:] for x in inputs]).numpy(), expected[1:])
+    module = torch.export.load(str(path)).module()
+    with torch.no_grad():
+        return module([torch.from_numpy(x) for x in inputs]).numpy()
 
 
-ONNX_MODULES = {
-    "tensorflow": ("onnx", "tf2onnx", "onnxruntime"),
-    "jax": ("jax2onnx", "onnxruntime"),
-    "torch": ("onnx", "onnxscript", "onnxruntime"),
-}
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("route", ROUTES)
+def test_export_with_defaults_and_dynamic_batch(tmp_path, route, case):
+    model = build_model(case)
+    model.predict(make_inputs(case, 2, seed=0), verbose=0)  # ONNX export wants a called model
+    path = tmp_path / f"model{SUFFIX[route]}"
+    export(model, path, route)
+    for batch in (3, 5):
+        inputs = make_inputs(case, batch, seed=batch)
+        expected = model.predict(inputs, verbose=0)
+        got = run_exported(path, route, inputs)
+        assert got.shape == expected.shape == (batch, Q_LEN, DIM)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+        if case == "padding":  # the row with no valid key stays exactly zero
+            assert np.all(got[1] == 0)
 
 
-@needs(*ONNX_MODULES[BACKEND], why=f"ONNX export on {BACKEND}")
-def test_onnx(tmp_path):
-    model, inputs, expected = build_model()
-    signature = None
-    if BACKEND == "torch":
-        # Keras exports torch models with static shapes only.
-        signature = [[keras.InputSpec(shape=x.shape, dtype=str(x.dtype)) for x in inputs]]
-    path = tmp_path / "model.onnx"
-    model.export(path, format="onnx", verbose=False, input_signature=signature)
-    check(run_onnx(path, inputs), expected)
-    if signature is None:  # a dynamic batch dim: another batch size runs too
-        check(run_onnx(path, [x[1:] for x in inputs]), expected[1:])
+# Formats Keras refuses on this backend, with its message (none on torch).
+NOT_OFFERED = {
+    "jax": {
+        "torch": "Torch export requires PyTorch backend",
+        "litert": "LiteRT export requires TensorFlow or PyTorch backend",
+    },
+    "tensorflow": {"torch": "Torch export requires PyTorch backend"},
+    "torch": {},
+}[BACKEND]
+
+
+if NOT_OFFERED:  # left out at collection on torch, which has none
+
+    @pytest.mark.parametrize("route", sorted(NOT_OFFERED))
+    def test_keras_refuses_routes_it_does_not_offer(tmp_path, route):
+        model = build_model("causal")
+        model.predict(make_inputs("causal", 2, seed=0), verbose=0)
+        with pytest.raises(ValueError, match=NOT_OFFERED[route]):
+            model.export(tmp_path / f"model{SUFFIX.get(route, '.tflite')}", format=route)

@@ -97,8 +97,10 @@ def rewrite_entry(path, name, damage):
 def test_good_file_loads_in_safe_mode(saved_model):
     model, path = saved_model
     rng = np.random.default_rng(0)
-    inputs = [rng.standard_normal((2, 4, 8)).astype("float32"),
-              rng.standard_normal((2, 5, 8)).astype("float32")]
+    inputs = [
+        rng.standard_normal((2, 4, 8)).astype("float32"),
+        rng.standard_normal((2, 5, 8)).astype("float32"),
+    ]
     loaded = keras.saving.load_model(path, safe_mode=True)
     assert isinstance(loaded.layers[2], LuongAttention)
     np.testing.assert_array_equal(to_numpy(loaded(inputs)), to_numpy(model(inputs)))
