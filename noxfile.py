@@ -28,8 +28,13 @@ GPU_REQUIREMENTS = {
     "torch": [os.environ.get("TORCH_GPU_REQUIREMENT", "torch")],
     "tensorflow": [os.environ.get("TENSORFLOW_GPU_REQUIREMENT", "tensorflow[and-cuda]")],
 }
-# Optional packages of tests/test_export.py (ONNX), per backend.
-EXPORT_GROUPS = {"jax": (), "torch": ("onnx-torch",), "tensorflow": ("onnx-tensorflow",)}
+# Packages of tests/test_export.py, per backend: TensorFlow for JAX's
+# SavedModel route (jax2tf), ONNX and ONNX Runtime for the others.
+EXPORT_GROUPS = {
+    "jax": ("export-jax",),
+    "torch": ("onnx-torch",),
+    "tensorflow": ("onnx-tensorflow",),
+}
 # Prints the number of accelerators the backend sees, and whether a CPU
 # build of torch carries CUDA.
 DEVICE_PROBE = {
