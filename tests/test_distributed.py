@@ -1,42 +1,44 @@
-"""Distributed training on CPU with each backend's own engine.
+"""Distributed training on CPU with each backend's own engine, in one process.
 
-Each test runs `examples/distributed_training.py` in a fresh process (device
-counts are fixed when a backend starts) and checks that the loss falls and
-that every replica ends with the same weights. A test runs only on its own
-backend: the engines are backend-specific by nature.
+Each case runs an example script in a fresh process (device counts are fixed
+when a backend starts). The engines are backend-specific by nature, so each
+backend collects only its own cases (parametrized over what exists, nothing
+skipped):
+
+- jax: DataParallel over 2 devices; ModelParallel over a (batch, model)
+  mesh; sequence parallelism, a LayoutMap sharding the time dim of query,
+  key and value over 4 devices (examples/sequence_parallel.py).
+- tensorflow: MirroredStrategy over 2 logical CPUs.
+- torch: DistributedDataParallel, 2 processes (the same as `--processes 2`).
+
+Several processes standing in for several machines: tests/test_multiprocess.py.
 """
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import keras
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "examples" / "distributed_training.py"
+from tests.helpers import run_subprocess
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+CASES = {
+    "jax": ["data_parallel", "model_parallel", "sequence_parallel"],
+    "tensorflow": ["mirrored_strategy"],
+    "torch": ["distributed_data_parallel"],
+}[keras.backend.backend()]
 
 
-def only_on(backend):
-    return pytest.mark.skipif(
-        keras.backend.backend() != backend,
-        reason=f"{backend}'s own distributed engine; the backend is {keras.backend.backend()}",
-    )
+def run(tmp_path, script, *args):
+    out = tmp_path / "summary.json"
+    run_subprocess([sys.executable, EXAMPLES / script, f"--json={out}", *args], 300, cwd=tmp_path)
+    return json.loads(out.read_text())
 
 
 def train(tmp_path, *args):
-    out = tmp_path / "summary.json"
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--epochs=4", "--samples=192", f"--json={out}", *args],
-        cwd=tmp_path,
-        env=os.environ.copy(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
-    return json.loads(out.read_text())
+    return run(tmp_path, "distributed_training.py", "--epochs=4", "--samples=192", *args)
 
 
 def check_training(summary, engine, replicas):
@@ -48,15 +50,13 @@ def check_training(summary, engine, replicas):
     assert summary["replica_max_difference"] <= 1e-6, summary
 
 
-@only_on("jax")
-def test_jax_data_parallel(tmp_path):
+def data_parallel(tmp_path):
     summary = train(tmp_path)
     check_training(summary, "DataParallel", replicas=2)
     assert summary["devices"] == 2
 
 
-@only_on("jax")
-def test_jax_model_parallel_shards_batch_and_heads(tmp_path):
+def model_parallel(tmp_path):
     summary = train(tmp_path, "--model-parallel")
     # 4 devices on a (batch=2, model=2) mesh: unsharded weights have 4 copies.
     check_training(summary, "ModelParallel", replicas=4)
@@ -66,11 +66,25 @@ def test_jax_model_parallel_shards_batch_and_heads(tmp_path):
     assert layouts["attention/output"][:2] == ["batch", "model"]
 
 
-@only_on("tensorflow")
-def test_tensorflow_mirrored_strategy(tmp_path):
+def sequence_parallel(tmp_path):
+    summary = run(tmp_path, "sequence_parallel.py", "--devices=4", "--length=256")
+    assert summary["devices"] == 4
+    assert summary["layouts"]["attention/output"] == [None, "seq", None]
+    assert summary["within_1e-6"], summary  # |sharded - one device| <= 1e-6 (1 + |one device|)
+    # Each device holds a quarter of the activations: its peak is below one device's.
+    assert summary["peak_bytes_per_device_sharded"] < summary["peak_bytes_one_device"], summary
+
+
+def mirrored_strategy(tmp_path):
     check_training(train(tmp_path), "MirroredStrategy", replicas=2)
 
 
-@only_on("torch")
-def test_torch_distributed_data_parallel(tmp_path):
-    check_training(train(tmp_path), "DistributedDataParallel", replicas=2)
+def distributed_data_parallel(tmp_path):
+    summary = train(tmp_path)
+    check_training(summary, "DistributedDataParallel", replicas=2)
+    assert summary["replica_max_difference"] == 0
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_distributed(tmp_path, case):
+    globals()[case](tmp_path)
