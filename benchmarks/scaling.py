@@ -89,7 +89,8 @@ def render(results):
         "",
         f"Sequence parallel on jax, (B, T, D) = {tuple(s['shape'])}, time sharded over "
         f"{s['devices']} CPU devices: largest difference from one device "
-        f"{s['max_abs_difference']:.2g} (|difference| <= 1e-6 * (1 + |value|): {s["within_1e-6"]}); peak memory per "
+        f"{s['max_abs_difference']:.2g} (|difference| <= 1e-6 * (1 + |value|): "
+        f"{s['within_1e-6']}); peak memory per "
         f"device {s['peak_bytes_per_device_sharded'] / 2**20:.2f} MiB against "
         f"{s['peak_bytes_one_device'] / 2**20:.2f} MiB on one device (XLA's compiled memory "
         "analysis; `device.memory_stats()` is None on CPU).",
