@@ -36,7 +36,9 @@ class QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 def find_chromium():
-    path = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    path = (
+        os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    )
     if not path:
         sys.exit("No Chromium found: install it (Debian: apt-get install chromium) or set CHROMIUM")
     return path
@@ -49,14 +51,19 @@ def check_page(page, base, url, problems, linked):
     page.on("requestfailed", lambda r: events.append(f"request failed: {r.url} ({r.failure})"))
     page.on(
         "response",
-        lambda r: r.url.startswith(base) and r.status >= 400 and events.append(f"HTTP {r.status}: {r.url}"),
+        lambda r: (
+            r.url.startswith(base)
+            and r.status >= 400
+            and events.append(f"HTTP {r.status}: {r.url}")
+        ),
     )
     response = page.goto(url, wait_until="load")
     page.wait_for_load_state("networkidle")
     if response is None or response.status != 200:
         events.append(f"page itself: {response and response.status}")
     images = page.eval_on_selector_all(
-        "article img", "els => els.map(e => [e.currentSrc || e.src, e.complete && e.naturalWidth > 0])"
+        "article img",
+        "els => els.map(e => [e.currentSrc || e.src, e.complete && e.naturalWidth > 0])",
     )
     events += [f"image did not render: {src}" for src, ok in images if not ok]
     for href in page.eval_on_selector_all("a[href]", "els => els.map(e => e.href)"):
@@ -98,7 +105,9 @@ def main():
         for target, source in sorted(linked.items()):
             status = context.request.get(target).status
             if status != 200:
-                problems.append(f"{source[len(base):] or '/'}: broken link {target} (HTTP {status})")
+                problems.append(
+                    f"{source[len(base) :] or '/'}: broken link {target} (HTTP {status})"
+                )
         browser.close()
     server.shutdown()
     print(

@@ -60,7 +60,9 @@ def _examples_table():
         summary = json.loads(path.read_text(encoding="utf-8"))
         runs[(summary["script"], summary["backend"])] = summary
     if not runs:
-        raise PluginError("No example results in benchmarks/results/examples: run `nox -s examples`")
+        raise PluginError(
+            "No example results in benchmarks/results/examples: run `nox -s examples`"
+        )
     backends = [b for b in BACKENDS if any(backend == b for _, backend in runs)]
     header = "| script | measure | " + " | ".join(BACKENDS[b] for b in backends) + " |"
     lines = [header, "|---|---|" + "---|" * len(backends)]

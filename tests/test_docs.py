@@ -73,4 +73,6 @@ def test_docstring_examples(test):
     )
     runner.run(test)
     result = runner.summarize(verbose=False)
-    assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {test.name}"
+    assert result.failed == 0, (
+        f"{result.failed} of {result.attempted} examples failed in {test.name}"
+    )
