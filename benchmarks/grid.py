@@ -183,7 +183,11 @@ def make_inputs(batch, length, dim, dtype, seed=0):
     ]
     lengths = rng.integers(max(1, length // 4), length + 1, size=batch)
     value_mask = np.arange(length)[None, :] < lengths[:, None]
-    return (*qkv, ops.convert_to_tensor(value_mask), ops.convert_to_tensor(value_mask[:, None, None]))
+    return (
+        *qkv,
+        ops.convert_to_tensor(value_mask),
+        ops.convert_to_tensor(value_mask[:, None, None]),
+    )
 
 
 def make_variant(variant, *, mask, train, dtype, dim):
@@ -237,19 +241,24 @@ def _sample(run, args, calls):
     return (time.perf_counter() - start) / calls
 
 
+def warm_up(runners, args):
+    """Calls each runner once (tracing, compiling); returns the seconds each took."""
+    return {name: _sample(run, args, 1) for name, run in runners.items()}
+
+
 def measure(runners, args, rounds, min_sample_s):
-    """Warm up every runner, then `rounds` interleaved samples of each.
-    Returns {name: (median_s, first_call_s, calls_per_sample)}."""
-    first, calls = {}, {}
+    """`rounds` interleaved samples of each (warmed-up) runner, each sample
+    averaging enough calls to last `min_sample_s` (sized by one more call).
+    Returns {name: (median_s, calls_per_sample)}."""
+    calls = {}
     for name, run in runners.items():
-        first[name] = _sample(run, args, 1)  # compiles
         once = _sample(run, args, 1)
         calls[name] = max(1, min(100, math.ceil(min_sample_s / max(once, 1e-6))))
     samples = {name: [] for name in runners}
     for _ in range(rounds):
         for name, run in runners.items():
             samples[name].append(_sample(run, args, calls[name]))
-    return {name: (statistics.median(s), first[name], calls[name]) for name, s in samples.items()}
+    return {name: (statistics.median(s), calls[name]) for name, s in samples.items()}
 
 
 def worker_grid(spec, base):
@@ -258,29 +267,45 @@ def worker_grid(spec, base):
     ):
         args = make_inputs(batch, length, dim, dtype)
         train = mode == "fwd+bwd"
-        runners, unsupported = {}, {}
+        runners, unsupported, first = {}, {}, {}
         for variant in spec["variants"]:
             fn = make_variant(variant, mask=mask, train=train, dtype=dtype, dim=dim)
             run = compiled(fn, grad=train)
+            start = time.perf_counter()
             try:
-                run(*args)  # traces; an unsupported path raises here
+                run(*args)  # traces, compiles; an unsupported path raises here
             except ValueError as error:
                 if not _is_unsupported(error):
                     raise
                 unsupported[variant] = str(error)
                 continue
+            first[variant] = time.perf_counter() - start
             runners[variant] = run
         timings = measure(runners, args, spec["rounds"], spec["min_sample_ms"] / 1000)
         cell = dict(base, T=length, B=batch, D=dim, mask=mask, mode=mode, dtype=dtype)
         for variant in spec["variants"]:
             if variant in unsupported:
-                _emit("grid", **cell, variant=variant, status="unsupported",
-                      reason=unsupported[variant], median_ms=None, rounds=0)  # fmt: skip
+                _emit(
+                    "grid",
+                    **cell,
+                    variant=variant,
+                    status="unsupported",
+                    reason=unsupported[variant],
+                    median_ms=None,
+                    rounds=0,
+                )
                 continue
-            median, first_call, calls = timings[variant]
-            _emit("grid", **cell, variant=variant, status="ok", median_ms=1000 * median,
-                  rounds=spec["rounds"], calls_per_round=calls,
-                  first_call_ms=1000 * first_call)  # fmt: skip
+            median, calls = timings[variant]
+            _emit(
+                "grid",
+                **cell,
+                variant=variant,
+                status="ok",
+                median_ms=1000 * median,
+                rounds=spec["rounds"],
+                calls_per_round=calls,
+                first_call_ms=1000 * first[variant],
+            )
 
 
 def worker_matmul(spec, base):
@@ -291,9 +316,16 @@ def worker_matmul(spec, base):
     rng = np.random.default_rng(0)
     a, b = (ops.convert_to_tensor(rng.standard_normal((size, size), "float32")) for _ in range(2))
     run = compiled(lambda x, y: ops.matmul(x, y), grad=False)
-    median, _, calls = measure({"matmul": run}, (a, b), max(3, spec["rounds"]), 0.05)["matmul"]
-    _emit("matmul", **base, size=size, median_ms=1000 * median,
-          gflops=2 * size**3 / median / 1e9, calls_per_round=calls)  # fmt: skip
+    warm_up({"matmul": run}, (a, b))
+    median, calls = measure({"matmul": run}, (a, b), max(3, spec["rounds"]), 0.05)["matmul"]
+    _emit(
+        "matmul",
+        **base,
+        size=size,
+        median_ms=1000 * median,
+        gflops=2 * size**3 / median / 1e9,
+        calls_per_round=calls,
+    )
 
 
 def _e2e_models(example, attention, rng):
@@ -341,11 +373,20 @@ def worker_e2e(spec, base):
                     model.train_on_batch(x, y)
 
             runners[attention] = run
+        first = warm_up(runners, ())
         timings = measure(runners, (), spec["rounds"], 0.0)
-        for attention, (median, first_call, _) in timings.items():
-            _emit("e2e", **base, example=example, variant=attention, batch_size=64,
-                  steps_per_round=steps, steps_per_s=steps / median, rounds=spec["rounds"],
-                  first_call_ms=1000 * first_call)  # fmt: skip
+        for attention, (median, _) in timings.items():
+            _emit(
+                "e2e",
+                **base,
+                example=example,
+                variant=attention,
+                batch_size=64,
+                steps_per_round=steps,
+                steps_per_s=steps / median,
+                rounds=spec["rounds"],
+                first_call_ms=1000 * first[attention],
+            )
 
 
 def worker_overhead(spec, base):
@@ -383,24 +424,47 @@ def worker_overhead(spec, base):
     }
     for mode in MODES:
         runners = {name: compiled(fn, grad=mode == "fwd+bwd") for name, fn in variants.items()}
+        warm_up(runners, (q, k, v, value_mask))
         timings = measure(runners, (q, k, v, value_mask), max(5, spec["rounds"]), 0.05)
-        _emit("overhead", **base, T=length, B=batch, D=dim, mask="padding", mode=mode,
-              rounds=max(5, spec["rounds"]),
-              median_ms={name: 1000 * t[0] for name, t in timings.items()})  # fmt: skip
+        ms = {name: 1000 * t[0] for name, t in timings.items()}
+        fraction = {
+            name: (ms[name] - ms["kernel"]) / ms[name] for name in ("function_auto", "layer_auto")
+        }
+        _emit(
+            "overhead",
+            **base,
+            T=length,
+            B=batch,
+            D=dim,
+            mask="padding",
+            mode=mode,
+            rounds=max(5, spec["rounds"]),
+            median_ms=ms,
+            overhead_fraction=fraction,
+        )
 
 
 def worker(spec):
     import keras
 
     backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        # Each cell traces new functions on purpose; TensorFlow warns about it.
+        tf.get_logger().setLevel("ERROR")
     base = dict(backend=backend, device=_device())
     _emit("info", **base, versions=_versions())
     for part in spec["parts"]:
         if part == "overhead" and backend != "torch":
             continue
         start = time.perf_counter()
-        {"grid": worker_grid, "matmul": worker_matmul, "e2e": worker_e2e,
-         "overhead": worker_overhead}[part](spec, base)  # fmt: skip
+        {
+            "grid": worker_grid,
+            "matmul": worker_matmul,
+            "e2e": worker_e2e,
+            "overhead": worker_overhead,
+        }[part](spec, base)
         _emit("timing", **base, part=part, seconds=time.perf_counter() - start)
 
 
@@ -466,11 +530,13 @@ def _progress(row):
     return f"{head} {json.dumps({k: v for k, v in row.items() if k not in ('kind', 'backend')})}"
 
 
-def estimate_full_seconds(rows, rounds, min_sample_s, e2e_seconds=None):
+def estimate_full_seconds(rows, rounds, min_sample_s, extra_seconds=None):
     """Rough duration of the full grid from measured rows: per variant the
-    median first call (tracing, compiling) plus the calls a cell makes, each
-    call's time interpolated in log-log over T and scaled by B*T^2*D beyond
-    the longest measured T."""
+    median first call (tracing, compiling), the sizing call and the rounds of
+    every cell, each call's time interpolated in log-log over T and scaled by
+    B*T^2*D beyond the longest measured T. A dtype measured at shorter
+    lengths only (bfloat16 in a quick run) follows the float32 curve times
+    the ratio of the two where both were measured."""
     by_key = {}
     for r in rows:
         if r["kind"] == "grid" and r["status"] == "ok":
@@ -479,14 +545,24 @@ def estimate_full_seconds(rows, rounds, min_sample_s, e2e_seconds=None):
     total = {}
     for length, batch, dim, _mask, mode, dtype in cells(LENGTHS, DIMS, LENGTHS):
         for key, measured in by_key.items():
-            backend, _variant, k_mode, k_dtype = key
+            backend, variant, k_mode, k_dtype = key
             if (k_mode, k_dtype) != (mode, dtype):
                 continue
             call = _interpolate(measured, length, batch, dim)
+            f32 = by_key.get((backend, variant, mode, "float32"))
+            if f32 and max(r["T"] for r in measured) < max(r["T"] for r in f32):
+                common = {(r["T"], r["D"]) for r in measured} & {(r["T"], r["D"]) for r in f32}
+                ratio = statistics.median(
+                    _interpolate(measured, t, batch_for(t), d)
+                    / _interpolate(f32, t, batch_for(t), d)
+                    for t, d in common
+                )
+                call = ratio * _interpolate(f32, length, batch, dim)
             first = statistics.median(r["first_call_ms"] for r in measured) / 1000
             per_sample = max(call, min_sample_s)
-            total[backend] = total.get(backend, 0.0) + first + call + rounds * per_sample
-    for backend, seconds in (e2e_seconds or {}).items():
+            # The first call includes one call; the sizing call is one more.
+            total[backend] = total.get(backend, 0.0) + first + 2 * call + rounds * per_sample
+    for backend, seconds in (extra_seconds or {}).items():
         total[backend] = total.get(backend, 0.0) + seconds
     return total
 
@@ -559,6 +635,7 @@ def drive(args):
             platform=platform.platform(),
             when=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             commit=_git_commit(),
+            load_average=os.getloadavg(),
         ),
         backends={},
         grid=[],
@@ -582,14 +659,14 @@ def drive(args):
                 results[r["kind"]].append(r)
             if r["kind"] == "timing":
                 part_seconds.setdefault(backend, {})[r["part"]] = r["seconds"]
-    full_rounds = 3
-    e2e_full = {
-        b: parts.get("e2e", 0.0) * (20 / spec["e2e_steps"]) * (full_rounds + 1) / (spec["rounds"] + 1)
-        + parts.get("matmul", 0.0)
-        + parts.get("overhead", 0.0)
-        for b, parts in part_seconds.items()
-    }
-    estimate = estimate_full_seconds(results["grid"], full_rounds, args.min_sample_ms / 1000, e2e_full)
+    full_rounds, full_steps = 3, 20
+    extra = {}  # what the full run adds to the parts that are not cells
+    for backend, parts in part_seconds.items():
+        more_steps = (full_rounds + 1) * full_steps - (spec["rounds"] + 1) * spec["e2e_steps"]
+        extra[backend] = sum(parts.get(p, 0.0) for p in ("matmul", "e2e", "overhead")) + sum(
+            more_steps / r["steps_per_s"] for r in results["e2e"] if r["backend"] == backend
+        )
+    estimate = estimate_full_seconds(results["grid"], full_rounds, args.min_sample_ms / 1000, extra)
     results["estimate_full_run_s"] = estimate
     results["part_seconds"] = part_seconds
     out = os.path.join(args.out, "grid.json")
@@ -611,10 +688,19 @@ def main(argv=None):
     parser.add_argument("--only", choices=BACKENDS, help="run one backend (merged into --out)")
     parser.add_argument("--rounds", type=int, help="timed rounds per cell (default 3; quick 1)")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
-    parser.add_argument("--min-sample-ms", type=float, default=20.0,
-                        help="each timed sample repeats the call to last at least this long")  # fmt: skip
-    parser.add_argument("--python", action="append", default=[], metavar="BACKEND=PYTHON",
-                        help="the Python to run a backend's worker with (default: this one)")  # fmt: skip
+    parser.add_argument(
+        "--min-sample-ms",
+        type=float,
+        default=20.0,
+        help="each timed sample repeats the call to last at least this long",
+    )
+    parser.add_argument(
+        "--python",
+        action="append",
+        default=[],
+        metavar="BACKEND=PYTHON",
+        help="the Python to run a backend's worker with (default: this one)",
+    )
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
     args = parser.parse_args(argv)
     if args.worker:
