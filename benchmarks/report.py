@@ -219,7 +219,10 @@ def markdown(results):
         f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['platform']}, "
         f"{machine['when']}, commit {machine['commit']}. "
         + "; ".join(
-            f"{b}: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items() if k != "python")
+            f"{b}: "
+            + ", ".join(
+                f"{k} {v}" for k, v in info["versions"].items() if k != "luong_attention_path"
+            )
             for b, info in results["backends"].items()
         ),
     ]
