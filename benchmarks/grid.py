@@ -604,10 +604,11 @@ def merge_into(path, results):
             results[key] = [r for r in earlier[key] if r["backend"] not in ran] + results[key]
         else:
             results[key] = earlier[key]
-    results["backends"] = {
-        **{b: v for b, v in earlier["backends"].items() if b not in ran},
-        **results["backends"],
-    }
+    for key in ("backends", "part_seconds"):
+        results[key] = {
+            **{b: v for b, v in earlier[key].items() if b not in ran},
+            **results[key],
+        }
     return results
 
 
@@ -663,28 +664,38 @@ def drive(args):
                 results[r["kind"]].append(r)
             if r["kind"] == "timing":
                 part_seconds.setdefault(backend, {})[r["part"]] = r["seconds"]
-    full_rounds, full_steps = 3, 20
-    extra = {}  # what the full run adds to the parts that are not cells
-    for backend, parts in part_seconds.items():
-        more_steps = (full_rounds + 1) * full_steps - (spec["rounds"] + 1) * spec["e2e_steps"]
-        extra[backend] = sum(parts.get(p, 0.0) for p in ("matmul", "e2e", "overhead")) + sum(
-            more_steps / r["steps_per_s"] for r in results["e2e"] if r["backend"] == backend
-        )
-    estimate = estimate_full_seconds(results["grid"], full_rounds, args.min_sample_ms / 1000, extra)
-    results["estimate_full_run_s"] = estimate
     results["part_seconds"] = part_seconds
     out = os.path.join(args.out, "grid.json")
     if args.only:
         results = merge_into(out, results)
+    full_rounds = 3
+    estimate = estimate_full_seconds(
+        results["grid"],
+        full_rounds,
+        args.min_sample_ms / 1000,
+        _extra_seconds(results, full_rounds),
+    )
+    results["estimate_full_run_s"] = estimate
     os.makedirs(args.out, exist_ok=True)
     with open(out, "w") as f:
         json.dump(results, f, indent=1)
     print(f"wrote {os.path.relpath(out, ROOT)}")
-    if "grid" not in spec["parts"]:
-        return
     for backend, seconds in estimate.items():
         print(f"estimated full run ({full_rounds} rounds), {backend}: {seconds / 60:.1f} min")
-    print(f"estimated full run, all measured backends: {sum(estimate.values()) / 60:.1f} min")
+    print(f"estimated full run, all backends in {out}: {sum(estimate.values()) / 60:.1f} min")
+
+
+def _extra_seconds(results, full_rounds, full_steps=20):
+    """What a full run spends outside the grid cells, from this run's parts."""
+    spec = results["spec"]
+    more_steps = (full_rounds + 1) * full_steps - (spec["rounds"] + 1) * spec["e2e_steps"]
+    return {
+        backend: sum(parts.get(p, 0.0) for p in ("matmul", "e2e", "overhead"))
+        + sum(
+            max(0, more_steps) / r["steps_per_s"] for r in results["e2e"] if r["backend"] == backend
+        )
+        for backend, parts in results["part_seconds"].items()
+    }
 
 
 def main(argv=None):
