@@ -29,9 +29,10 @@ def table():
 
 
 def test_header(table):
-    assert table["generated_by"] == "nox -s bench"
-    assert table["source"].endswith(".json")
-    assert isinstance(table["machine"], str) and table["machine"]
+    assert isinstance(table["generated_by"], str) and table["generated_by"]
+    if table["generated_by"] == "nox -s bench":  # measured: says from what and where
+        assert table["source"].endswith(".json")
+        assert isinstance(table["machine"], str) and table["machine"]
 
 
 def test_length_regimes_are_increasing_bounds_ending_unbounded(table):
