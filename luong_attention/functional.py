@@ -308,7 +308,7 @@ def _checked_masks(masks, inputs, batch_shape):
         ("value_mask", masks.value, value),
         ("key_mask", masks.key, key),
     ):
-        _validation.check_sequence_mask(mask, name, tensor.shape)
+        _validation.check_sequence_mask(mask, name, tensor.shape, batch_shape)
     _validation.check_attention_mask(
         masks.attention,
         batch_shape,
