@@ -42,7 +42,9 @@ FLAGS = st.sampled_from([False, True, 0, 1, np.False_, np.True_])
 TRUE_FLAGS = st.sampled_from([True, 1, np.True_])
 DROPOUTS = st.sampled_from([0.0, 0, 0.5, np.float32(0.5), np.float64(0.25), np.float32(0.0)])
 SEEDS = st.sampled_from([None, 3, np.int32(7), np.int64(11)])
-MASK_KINDS = ("bool", "int32", "int64", "float32", "list", "tensor")
+# Keras's `Layer.__call__` rejects a mask list that mixes tensors (NumPy arrays
+# become tensors) with Python lists: nested lists come alone, arrays mix freely.
+ARRAY_KINDS = ("bool", "int32", "int64", "float32", "tensor")
 
 
 # --- drawing cases ---------------------------------------------------------
@@ -75,7 +77,7 @@ def _batch_shape(query_shape, value_shape, key_shape):
 
 
 @st.composite
-def sequence_mask(draw, input_shape, batch_shape):
+def sequence_mask(draw, input_shape, batch_shape, kinds=ARRAY_KINDS):
     """A mask for one input: `None`, or `(b_0, ..., b_k, T)` of any kind.
 
     The batch dims kept are a prefix of the input's (all of them, or fewer:
@@ -96,7 +98,7 @@ def sequence_mask(draw, input_shape, batch_shape):
         shape = (*dims, input_shape[-2])
     seed = draw(st.integers(0, 2**16))
     mask = np.random.default_rng(seed).random(shape) < 0.7
-    return _as_kind(mask, draw(st.sampled_from(MASK_KINDS)))
+    return _as_kind(mask, draw(st.sampled_from(kinds)))
 
 
 def _as_kind(mask, kind):
@@ -114,12 +116,13 @@ def masks(draw, query_shape, value_shape, key_shape):
     if structure == "none":
         return None
     batch = _batch_shape(query_shape, value_shape, key_shape)
+    kinds = ("list",) if draw(st.booleans()) else ARRAY_KINDS
     entries = [
-        draw(sequence_mask(query_shape, batch)),
-        draw(sequence_mask(value_shape, batch)),
+        draw(sequence_mask(query_shape, batch, kinds)),
+        draw(sequence_mask(value_shape, batch, kinds)),
     ]
     if structure == "three":
-        entries.append(draw(sequence_mask(key_shape or value_shape, batch)))
+        entries.append(draw(sequence_mask(key_shape or value_shape, batch, kinds)))
     return entries
 
 
