@@ -504,11 +504,9 @@ def test_tuples_of_inputs_masks_and_build_shapes(implementation):
     # Functional: tuples of symbolic inputs and masks.
     inputs = (keras.Input((3, D)), keras.Input((4, D)), keras.Input((4, D)))
     mask_inputs = (keras.Input((3,), dtype="bool"), keras.Input((4,), dtype="bool"))
-    model = keras.Model(
-        (*inputs, *mask_inputs),
-        LuongAttention(implementation=implementation)(inputs, mask=mask_inputs),
-    )
-    model.layers[-1].set_weights(layer.get_weights())
+    functional = LuongAttention(use_scale=True, implementation=implementation)
+    model = keras.Model((*inputs, *mask_inputs), functional(inputs, mask=mask_inputs))
+    functional.set_weights(layer.get_weights())
     np.testing.assert_allclose(to_numpy(model((query, value, key, *mask))), expected, **TOLERANCE)
 
 
