@@ -23,7 +23,9 @@ Where Keras raises, ours must raise `ValueError`/`TypeError` naming the
 argument.
 """
 
+import itertools
 import json
+import pathlib
 
 import keras
 import numpy as np
@@ -31,6 +33,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import luong_attention
 from luong_attention import LuongAttention
 from tests.helpers import to_numpy
 
@@ -534,3 +537,109 @@ def test_inputs_of_different_ranks_broadcast_like_keras(implementation):
     """Keras broadcasts a rank-3 query against rank-4 keys as NumPy would."""
     query, value = _rng_inputs((B, 3, D), (2, B, T, D))
     check_against_keras({}, [query, value], None, {}, implementation)
+
+
+# --- keras.config flash attention and the "auto" choice -------------------
+
+# `keras.config.enable_flash_attention()` writes `None` in Keras 3.15 (the
+# value before any call): "enabled" and "unset" are one state, in which
+# "auto" takes the measured choice. Only `True` (set some other way, e.g. by a
+# later Keras) forces the fused path. The fixture restores the previous value
+# with the public calls, which is exact for `None` and `False`.
+
+
+@pytest.fixture
+def flash_config():
+    previous = keras.config.is_flash_attention_enabled()
+    yield
+    if previous is False:
+        keras.config.disable_flash_attention()
+    else:
+        keras.config.enable_flash_attention()
+    assert keras.config.is_flash_attention_enabled() == previous
+
+
+def _calls():
+    from luong_attention._dispatch import Call
+
+    for score_mode, dropout, scores, length, masked, causal, dtype, training in itertools.product(
+        ("dot", "concat"),
+        (False, True),
+        (False, True),
+        (8, 100, 300, 1000, 5000),
+        (False, True),
+        (False, True),
+        ("float32", "float16"),
+        (False, True),
+    ):
+        yield Call(
+            score_mode=score_mode,
+            dropout_active=dropout and training,
+            return_attention_scores=scores,
+            q_len=length,
+            kv_len=length,
+            masked=masked,
+            causal=causal,
+            dtype=dtype,
+            training=training,
+        )
+
+
+def _supports(path, call):
+    from luong_attention._dispatch import unsupported_reason
+
+    return unsupported_reason(path, call) is None
+
+
+def _measured_choice(call, *, without=()):
+    """The first supported path of the call's row in auto_table.json, read here."""
+    from luong_attention._dispatch import device_kind
+
+    table = json.loads(
+        (pathlib.Path(luong_attention.__file__).parent / "auto_table.json").read_text()
+    )
+    longest = max(call.q_len, call.kv_len)
+    regime = next(
+        name for bound, name in table["length_regimes"] if bound is None or longest <= bound
+    )
+    mask = {(False, False): "none", (False, True): "padding", (True, False): "causal"}.get(
+        (call.causal, call.masked), "causal+padding"
+    )
+    row = {
+        "backend": keras.backend.backend(),
+        "device": device_kind(),
+        "length": regime,
+        "mask": mask,
+        "dtype": "low" if call.dtype in ("float16", "bfloat16") else "float32",
+        "mode": "train" if call.training else "infer",
+    }
+    (paths,) = [r["paths"] for r in table["rankings"] if all(r[k] == v for k, v in row.items())]
+    return next(p for p in paths if p not in without and _supports(p, call))
+
+
+def test_flash_unset_or_enabled_takes_the_measured_choice(flash_config):
+    from luong_attention._dispatch import choose_path
+
+    keras.config.enable_flash_attention()
+    assert keras.config.is_flash_attention_enabled() is None  # Keras 3.15: enabled == unset
+    for call in _calls():
+        assert choose_path("auto", call) == _measured_choice(call), call
+
+
+def test_flash_disabled_never_takes_fused(flash_config):
+    from luong_attention._dispatch import choose_path
+
+    keras.config.disable_flash_attention()
+    for call in _calls():
+        assert choose_path("auto", call) == _measured_choice(call, without=("fused",)), call
+    # A named path is the user's choice, not auto's: fused stays available.
+    assert choose_path("fused", next(c for c in _calls() if _supports("fused", c))) == "fused"
+
+
+def test_flash_true_takes_fused_wherever_supported(flash_config, monkeypatch):
+    from luong_attention._dispatch import choose_path
+
+    monkeypatch.setattr(keras.config, "is_flash_attention_enabled", lambda: True)
+    for call in _calls():
+        expected = "fused" if _supports("fused", call) else _measured_choice(call)
+        assert choose_path("auto", call) == expected, call
