@@ -136,6 +136,17 @@ def run_layer_test(
         np.testing.assert_allclose(to_numpy(loaded(inputs)), expected, rtol=0, atol=0)
 
 
+def set_blocked_defaults(monkeypatch, **fields):
+    """Makes the blocked path's default `BlockedOptions` use `fields` for one test."""
+    import functools
+
+    from luong_attention.kernels import blocked
+
+    monkeypatch.setattr(
+        blocked, "BlockedOptions", functools.partial(blocked.BlockedOptions, **fields)
+    )
+
+
 # --- Subprocesses -----------------------------------------------------------
 
 

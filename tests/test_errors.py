@@ -31,7 +31,7 @@ V = np.zeros((2, 5, 4), "float32")
         ({"dropout": -0.1}, ValueError, r"argument dropout.*Received: dropout=-0.1"),
         ({"dropout": "0.5"}, TypeError, r"argument dropout.*Received: dropout='0.5'"),
         ({"use_scale": "yes"}, TypeError, r"argument use_scale.*Received: use_scale='yes'"),
-        ({"causal": 1}, TypeError, r"argument causal.*Received: causal=1"),
+        ({"causal": "yes"}, TypeError, r"argument causal.*Received: causal='yes'"),
         ({"seed": 1.5}, TypeError, r"argument seed.*Received: seed=1.5"),
     ],
 )
@@ -43,14 +43,14 @@ def test_constructor_arguments(kwargs, error, match):
 @pytest.mark.parametrize(
     "inputs,mask,match",
     [
-        (Q, None, r"must be called on a list of inputs.*Received: inputs="),
-        ((Q, V), None, r"must be called on a list of inputs"),
-        ([Q], None, r"inputs list of length 2 or 3.*Received length: 1"),
-        ([Q, V, V, V], None, r"inputs list of length 2 or 3.*Received length: 4"),
+        (Q, None, r"must be called on a list of inputs.*Received"),
+        ({"query": Q}, None, r"must be called on a list of inputs"),
+        ([Q], None, r"inputs of length 2 or 3.*Received length: 1"),
+        ([Q, V, V, V], None, r"inputs of length 2 or 3.*Received length: 4"),
         ([Q, V], np.ones((2, 3), bool), r"mask must be a list.*Received: mask="),
-        ([Q, V], [None], r"mask list of length 2 or 3.*Received length: 1"),
-        ([Q, V], [None, None, None, None], r"mask list of length 2 or 3.*Received length: 4"),
-        ([Q[0], V[0]], None, r"argument query.*rank >= 3.*Received: query.shape=\(3, 4\)"),
+        ([Q, V], [None], r"mask of length 2 or 3.*Received length: 1"),
+        ([Q, V], [None, None, None, None], r"mask of length 2 or 3.*Received length: 4"),
+        ([Q[0, 0], V[0]], None, r"argument query.*rank >= 2.*Received: query.shape=\(4,\)"),
         (
             [Q, np.zeros((2, 5, 3), "float32")],
             None,
@@ -64,9 +64,9 @@ def test_constructor_arguments(kwargs, error, match):
         (
             [Q, np.zeros((3, 5, 4), "float32")],
             None,
-            r"same batch dims.*query.shape=\(2, 3, 4\), value.shape=\(3, 5, 4\)",
+            r"equal or broadcast.*query.shape=\(2, 3, 4\), value.shape=\(3, 5, 4\)",
         ),
-        ([Q, np.zeros((2, 1, 5, 4), "float32")], None, r"same batch dims"),
+        ([Q, np.zeros((2, 3, 5, 4), "float32")], None, r"equal or broadcast"),
         (
             [Q, V],
             [np.ones((2, 4), bool), None],

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from keras import ops
 
-from luong_attention import LuongAttention, _blocked, functional
-from tests.helpers import value_and_grad
+from luong_attention import LuongAttention, _validation
+from tests.helpers import set_blocked_defaults, value_and_grad
 from tests.reference import reference_attention
 
 B, TQ, TV, D = 2, 3, 4, 3
@@ -34,11 +34,11 @@ WEIGHTS = {
 
 @pytest.fixture(autouse=True, params=["saved", "recomputed"])
 def small_blocks(request, monkeypatch):
-    monkeypatch.setattr(_blocked, "BLOCK_SIZE_OVERRIDE", 2)
+    set_blocked_defaults(monkeypatch, block_size=2)
     # The blocked path's two backward passes: weights kept from the forward
     # pass, and recomputed block by block (what long inputs get).
     if request.param == "recomputed":
-        monkeypatch.setattr(_blocked, "SAVE_WEIGHTS_BELOW_BYTES", 0)
+        set_blocked_defaults(monkeypatch, save_weights_below_bytes=0)
 
 
 def _reference_loss(score_mode, causal_alignment, **arrays):
@@ -73,9 +73,9 @@ def _finite_differences(names, arrays, loss, eps=1e-6):
     return grads
 
 
-@pytest.mark.parametrize("causal_alignment", functional.CAUSAL_ALIGNMENTS)
-@pytest.mark.parametrize("implementation", functional.IMPLEMENTATIONS)
-@pytest.mark.parametrize("score_mode", functional.SCORE_MODES)
+@pytest.mark.parametrize("causal_alignment", _validation.CAUSAL_ALIGNMENTS)
+@pytest.mark.parametrize("implementation", _validation.IMPLEMENTATIONS)
+@pytest.mark.parametrize("score_mode", _validation.SCORE_MODES)
 def test_layer_gradients_match_finite_differences(score_mode, implementation, causal_alignment):
     layer = LuongAttention(
         use_scale=True,

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from keras import ops
 
-from luong_attention import LuongAttention, functional, luong_attention
-from tests.helpers import to_numpy
+from luong_attention import LuongAttention, _validation, luong_attention
+from tests.helpers import set_blocked_defaults, to_numpy
 from tests.reference import reference_attention
 
 _rng = np.random.default_rng(0)
@@ -195,23 +195,23 @@ CASES = {
         ),
     ),
     # --- wrong ranks and shapes ----------------------------------------------
-    "rank-2 query": (
-        fn(Q[0], V[0]),
-        Raises(ValueError, r"argument query.*rank >= 3.*Received: query.shape=\(3, 4\)"),
+    "rank-1 query": (
+        fn(Q[0, 0], V[0]),
+        Raises(ValueError, r"argument query.*rank >= 2.*Received: query.shape=\(4,\)"),
     ),
     "scalar query": (
         fn(1.0, V),
-        Raises(ValueError, r"argument query.*rank >= 3.*Received: query.shape=\(\)"),
+        Raises(ValueError, r"argument query.*rank >= 2.*Received: query.shape=\(\)"),
     ),
-    "rank-4 value for a rank-3 query": (
-        fn(Q, V[:, None]),
-        Raises(ValueError, r"same batch dims.*Received: .*value.shape=\(2, 1, 5, 4\)"),
+    "rank-4 value whose batch dims do not broadcast": (
+        fn(Q, np.zeros((2, 3, 5, 4), "float32")),
+        Raises(ValueError, r"equal or broadcast.*Received: .*value.shape=\(2, 3, 5, 4\)"),
     ),
     "batch sizes differ": (
-        fn(Q, V[:1]),
+        fn(Q, np.zeros((3, 5, 4), "float32")),
         Raises(
             ValueError,
-            r"same batch dims.*Received: query.shape=\(2, 3, 4\), value.shape=\(1, 5, 4\)",
+            r"equal or broadcast.*Received: query.shape=\(2, 3, 4\), value.shape=\(3, 5, 4\)",
         ),
     ),
     "key and value lengths differ": (
@@ -281,9 +281,9 @@ CASES = {
         fn(Q, V, causal="yes"),
         Raises(TypeError, r"argument causal.*bool.*Received: causal='yes'"),
     ),
-    "training an int": (
-        fn(Q, V, training=1),
-        Raises(TypeError, r"argument training.*bool.*Received: training=1"),
+    "training a string": (
+        fn(Q, V, training="yes"),
+        Raises(TypeError, r"argument training.*bool.*Received: training='yes'"),
     ),
     "return_attention_scores a string": (
         layer([Q, V], return_attention_scores="yes"),
@@ -303,13 +303,13 @@ CASES = {
         fn(Q, V, dropout=None),
         Raises(TypeError, r"argument dropout.*Received: dropout=None"),
     ),
-    "inputs a tuple": (
-        layer((Q, V)),
-        Raises(ValueError, r"must be called on a list of inputs.*Received: inputs="),
+    "inputs a dict": (
+        layer({"query": Q, "value": V}),
+        Raises(ValueError, r"must be called on a list of inputs.*Received"),
     ),
     "mask list of length 1": (
         layer([Q, V], mask=[None]),
-        Raises(ValueError, r"mask list of length 2 or 3.*Received length: 1"),
+        Raises(ValueError, r"mask of length 2 or 3.*Received length: 1"),
     ),
     "mask [None, None]: no mask": (
         layer([Q, V], mask=[None, None]),
@@ -393,7 +393,7 @@ def test_hostile_input_raises(case):
     assert re.search(r"argument|Received", expected.match), "pin the argument or the value"
 
 
-@pytest.mark.parametrize("implementation", functional.IMPLEMENTATIONS)
+@pytest.mark.parametrize("implementation", _validation.IMPLEMENTATIONS)
 @pytest.mark.parametrize("case", list(RESULTS), ids=list(RESULTS))
 def test_hostile_input_result(case, implementation):
     call, check = RESULTS[case]
@@ -417,10 +417,9 @@ def test_symbolic_zero_length_time_dim():
 
 def test_nan_in_a_blocked_row_stays_in_its_row_when_blocks_are_chained(monkeypatch):
     """The blocked path orders its blocks through each previous block's result."""
-    from luong_attention import _blocked
 
-    monkeypatch.setattr(_blocked, "BLOCK_SIZE_OVERRIDE", 2)
-    monkeypatch.setattr(_blocked, "CHAIN_ABOVE_BYTES", 0)
+    set_blocked_defaults(monkeypatch, block_size=2)
+    set_blocked_defaults(monkeypatch, chain_above_bytes=0)
     query = np.tile(Q, (1, 2, 1))
     output = to_numpy(luong_attention(with_nan(query, (0, 0, 0)), V, implementation="blocked"))
     nan_rows = np.isnan(output).any(-1)

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from keras import ops
 
-from luong_attention import LuongAttention, _blocked, _paths, functional, luong_attention
-from tests.helpers import to_numpy, value_and_grad
+from luong_attention import LuongAttention, _dispatch, _validation, luong_attention
+from tests.helpers import set_blocked_defaults, to_numpy, value_and_grad
 
 FAST = ("fused", "blocked")
 B, TQ, TV, D, DV = 2, 8, 10, 4, 5
@@ -21,13 +21,13 @@ B, TQ, TV, D, DV = 2, 8, 10, 4, 5
 
 @pytest.fixture(autouse=True, params=["saved", "recomputed"])
 def small_blocks(request, monkeypatch):
-    monkeypatch.setattr(_blocked, "BLOCK_SIZE_OVERRIDE", 4)
+    set_blocked_defaults(monkeypatch, block_size=4)
     # Chain the blocks one after another, as for long sequences.
-    monkeypatch.setattr(_blocked, "CHAIN_ABOVE_BYTES", 0)
+    set_blocked_defaults(monkeypatch, chain_above_bytes=0)
     # Both backward passes: weights kept from the forward pass (small
     # inputs) and weights recomputed block by block (long inputs).
     if request.param == "recomputed":
-        monkeypatch.setattr(_blocked, "SAVE_WEIGHTS_BELOW_BYTES", 0)
+        set_blocked_defaults(monkeypatch, save_weights_below_bytes=0)
 
 
 def _rng(seed=0):
@@ -200,10 +200,11 @@ def test_compiled_training_step_matches_reference(implementation):
 # --- what each path supports, and what "auto" picks ---------------------------
 
 
-def _select(implementation, tq=TQ, **kwargs):
-    query = keras.KerasTensor((B, tq, D))
-    key = keras.KerasTensor((B, TV, D))
-    return functional.select_implementation(implementation, query, key, **kwargs)
+def _select(implementation, tq=TQ, dropout=0.0, training=False, **kwargs):
+    call = _dispatch.Call(
+        q_len=tq, kv_len=TV, dropout_active=training and dropout > 0, training=training, **kwargs
+    )
+    return _dispatch.choose_path(implementation, call)
 
 
 UNSUPPORTED = [
@@ -242,18 +243,24 @@ def test_blocked_needs_static_lengths():
     assert _select("auto", tq=None) in ("fused", "reference")
 
 
-def test_auto_choice():
-    backend = keras.backend.backend()
-    plain = _select("auto", causal=True)
-    masked = _select("auto", causal=True, has_mask=True)
-    bottom_right = _select("auto", causal=True, causal_alignment="bottom_right")
-    assert plain == ("fused" if backend == "torch" else "blocked")
-    assert masked == "blocked"
-    assert bottom_right == "blocked"
-    low = functional.select_implementation(
-        "auto", keras.KerasTensor((B, TQ, D), dtype="float16"), keras.KerasTensor((B, TV, D))
+@pytest.mark.parametrize("training", [False, True])
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_auto_takes_the_first_measured_path_the_call_supports(training, masked, causal, dtype):
+    options = dict(training=training, masked=masked, causal=causal, dtype=dtype)
+    mask = ("causal+" if causal else "") + ("padding" if masked else "")
+    ranked = _dispatch.ranking(
+        backend=keras.backend.backend(),
+        device=_dispatch.device_kind(),
+        length=_dispatch.length_regime(TQ, TV),
+        mask=mask or "none",
+        dtype="low" if dtype == "bfloat16" else "float32",
+        mode="train" if training else "infer",
     )
-    assert low == "blocked"
+    assert _select("auto", **options) == ranked[0]
+    # A path the call cannot take is passed over.
+    assert _select("auto", return_attention_scores=True, **options) == "reference"
 
 
 def test_auto_gives_the_reference_results_and_weights():
@@ -267,8 +274,8 @@ def test_auto_gives_the_reference_results_and_weights():
 
 
 def test_implementations_listed_and_saved():
-    assert set(_paths.FAST_IMPLEMENTATIONS) <= set(functional.IMPLEMENTATIONS)
-    for implementation in functional.IMPLEMENTATIONS:
+    assert set(_dispatch.PATHS) <= set(_validation.IMPLEMENTATIONS)
+    for implementation in _validation.IMPLEMENTATIONS:
         layer = LuongAttention(implementation=implementation)
         config = layer.get_config()
         assert config["implementation"] == implementation

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from keras import ops
 
-from luong_attention import LuongAttention, _blocked, functional
-from tests.helpers import to_numpy, value_and_grad
+from luong_attention import LuongAttention, _validation
+from tests.helpers import set_blocked_defaults, to_numpy, value_and_grad
 from tests.reference import reference_attention
 
 POLICIES = ("float32", "float16", "bfloat16", "mixed_float16", "mixed_bfloat16")
@@ -34,7 +34,7 @@ QUERY_MASK = np.array([[1, 1, 1, 0, 1], [1] * TQ], bool)
 
 @pytest.fixture(autouse=True)
 def small_blocks(monkeypatch):
-    monkeypatch.setattr(_blocked, "BLOCK_SIZE_OVERRIDE", 2)
+    set_blocked_defaults(monkeypatch, block_size=2)
 
 
 def _inputs(seed=0, query_scale=1.0):
@@ -79,8 +79,8 @@ def _dtype(x):
     return keras.backend.standardize_dtype(x.dtype)
 
 
-@pytest.mark.parametrize("implementation", functional.IMPLEMENTATIONS)
-@pytest.mark.parametrize("score_mode", functional.SCORE_MODES)
+@pytest.mark.parametrize("implementation", _validation.IMPLEMENTATIONS)
+@pytest.mark.parametrize("score_mode", _validation.SCORE_MODES)
 @pytest.mark.parametrize("policy", POLICIES)
 def test_outputs_within_tolerance_of_the_float64_reference(policy, score_mode, implementation):
     query, value, key = _inputs()
@@ -101,7 +101,7 @@ def test_outputs_within_tolerance_of_the_float64_reference(policy, score_mode, i
     np.testing.assert_allclose(output, expected, rtol=0, atol=TOLERANCES[compute])
 
 
-@pytest.mark.parametrize("implementation", functional.IMPLEMENTATIONS)
+@pytest.mark.parametrize("implementation", _validation.IMPLEMENTATIONS)
 @pytest.mark.parametrize("policy", POLICIES)
 def test_returned_weights(policy, implementation):
     query, value, key = _inputs()
@@ -122,7 +122,7 @@ def test_returned_weights(policy, implementation):
 LARGE = {"float32": 50.0, "bfloat16": 50.0, "float16": 150.0}
 
 
-@pytest.mark.parametrize("implementation", functional.IMPLEMENTATIONS)
+@pytest.mark.parametrize("implementation", _validation.IMPLEMENTATIONS)
 @pytest.mark.parametrize("policy", POLICIES)
 def test_large_scores_do_not_overflow(policy, implementation):
     compute = COMPUTE_DTYPE[policy]
@@ -141,7 +141,7 @@ def test_large_scores_do_not_overflow(policy, implementation):
     np.testing.assert_allclose(output, expected, rtol=0, atol=TOLERANCES[compute])
 
 
-@pytest.mark.parametrize("implementation", functional.IMPLEMENTATIONS)
+@pytest.mark.parametrize("implementation", _validation.IMPLEMENTATIONS)
 @pytest.mark.parametrize("policy", POLICIES)
 def test_fully_masked_rows_have_zero_outputs_and_finite_gradients(policy, implementation):
     query, value, key = _inputs(seed=2)

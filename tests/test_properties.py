@@ -2,7 +2,7 @@
 
 Hypothesis draws a problem (rank 3-5, sizes from 1, score mode, key or not,
 masks with fully-masked rows, causal with either alignment, an attention
-mask, a scale); each implementation path in `functional.IMPLEMENTATIONS`
+mask, a scale); each implementation path in `_validation.IMPLEMENTATIONS`
 must give the reference's outputs, weights (where it returns them) and
 gradients, and nothing non-finite. A path that does not support a
 combination raises a `ValueError` naming `implementation`: not applicable,
@@ -13,6 +13,7 @@ differences of the float64 reference. The number of examples comes from the
 hypothesis profile (tests/conftest.py: "ci" by default, "dev" for more).
 """
 
+import functools
 from unittest import mock
 
 import numpy as np
@@ -21,8 +22,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from keras import ops
 
-from luong_attention import _blocked, functional, luong_attention
-from tests.helpers import to_numpy, value_and_grad
+from luong_attention import _validation, luong_attention
+from luong_attention.kernels import blocked as _blocked
+from tests.helpers import set_blocked_defaults, to_numpy, value_and_grad
 from tests.reference import reference_attention
 
 pytestmark = pytest.mark.filterwarnings("ignore:You are using a softmax over axis -1:UserWarning")
@@ -39,7 +41,7 @@ DIMS = (1, 2)
 @pytest.fixture(autouse=True)
 def small_blocks(monkeypatch):
     # Blocks of 2 query rows: the blocked path crosses block boundaries.
-    monkeypatch.setattr(_blocked, "BLOCK_SIZE_OVERRIDE", 2)
+    set_blocked_defaults(monkeypatch, block_size=2)
 
 
 def _mask(draw, rng, batch, length, prefix):
@@ -57,7 +59,7 @@ def problems(draw):
     rank = draw(st.integers(3, 5))
     batch = tuple(draw(st.sampled_from(BATCH_SIZES)) for _ in range(rank - 2))
     tq, tv = draw(st.sampled_from(LENGTHS)), draw(st.sampled_from(LENGTHS))
-    score_mode = draw(st.sampled_from(functional.SCORE_MODES))
+    score_mode = draw(st.sampled_from(_validation.SCORE_MODES))
     given_key = draw(st.booleans())
     dv = draw(st.sampled_from(DIMS))
     dk = draw(st.sampled_from(DIMS)) if given_key else dv
@@ -73,7 +75,7 @@ def problems(draw):
         "key_mask": _mask(draw, rng, batch, tv, prefix),
         "attention_mask": None,
         "causal": draw(st.booleans()),
-        "causal_alignment": draw(st.sampled_from(functional.CAUSAL_ALIGNMENTS)),
+        "causal_alignment": draw(st.sampled_from(_validation.CAUSAL_ALIGNMENTS)),
         "score_mode": score_mode,
         "scale": draw(st.sampled_from([None, 0.5, 1.7])),
     }
@@ -164,7 +166,7 @@ PROPERTY_SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.t
 def test_outputs_and_weights_match_the_reference(problem):
     expected_output, expected_weights = _reference_output(problem)
     ran = []
-    for implementation in functional.IMPLEMENTATIONS:
+    for implementation in _validation.IMPLEMENTATIONS:
         output = _applicable(lambda: _call(problem, implementation))  # noqa: B023
         if output is None:
             continue
@@ -193,10 +195,13 @@ def test_gradients_match_finite_differences_of_the_reference(problem):
     expected = _finite_difference_grads(problem, names)
     # The blocked path also with its long-input backward pass, which
     # recomputes the weights instead of keeping them.
-    default = _blocked.SAVE_WEIGHTS_BELOW_BYTES
-    runs = [(name, default) for name in functional.IMPLEMENTATIONS] + [("blocked", 0)]
+    default = _blocked.BlockedOptions().save_weights_below_bytes
+    runs = [(name, default) for name in _validation.IMPLEMENTATIONS] + [("blocked", 0)]
     for implementation, save_below in runs:
-        with mock.patch.object(_blocked, "SAVE_WEIGHTS_BELOW_BYTES", save_below):
+        options = functools.partial(
+            _blocked.BlockedOptions, block_size=2, save_weights_below_bytes=save_below
+        )
+        with mock.patch.object(_blocked, "BlockedOptions", options):
             result = _loss_and_grads(problem, implementation, names)
         if result is None:
             continue
