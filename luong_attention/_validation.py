@@ -207,13 +207,14 @@ def check_sequence_mask(mask, name, tensor_shape, batch_shape):
     own_batch = len(target) - 1
     broadcast = tuple(batch_shape)[len(batch_shape) - own_batch :] if own_batch else ()
     rank = len(shape)
-    allowed = [{t, b} for t, b in zip(target[: rank - 1], broadcast[: rank - 1], strict=True)] + [
-        {target[-1]}
-    ]
-    fits = 1 <= rank <= len(target) and all(
-        m == 1 or any(_compatible(m, t) for t in options)
-        for m, options in zip(shape, allowed, strict=True)
-    )
+    fits = 1 <= rank <= len(target)
+    if fits:
+        # Each leading dim may match the input's dim or the broadcast one.
+        allowed = [{t, b} for t, b in zip(target, broadcast, strict=False)][: rank - 1]
+        fits = all(
+            m == 1 or any(_compatible(m, t) for t in options)
+            for m, options in zip(shape, [*allowed, {target[-1]}], strict=True)
+        )
     if not fits:
         raise ValueError(
             f"Invalid shape for argument {name}. Expected {target} or a prefix "

@@ -159,6 +159,11 @@ def luong_attention(
             concat_score_weight=_prepare.cast_like(concat_score_weight, query),
             dropout=options.dropout if call.dropout_active else 0.0,
             seed=seed,
+            # Rows left empty by value and key masks alone see only zeroed
+            # values; causal and attention masks hide unzeroed ones.
+            zero_empty_rows=options.return_attention_scores
+            or options.causal
+            or masks.attention is not None,
         )
     elif path == "fused":
         output = fused_attention(

@@ -32,12 +32,13 @@ def attention_scores(query, key, *, score_mode="dot", scale=None, concat_score_w
     return scores if scale is None else scores * scale
 
 
-def masked_softmax(scores, mask=None):
+def masked_softmax(scores, mask=None, zero_empty_rows=True):
     """Softmax over the last axis in float32; rows with no key give zeros.
 
     Masked positions get exactly zero weight (no large-negative bias that
-    overflows in float16), and a row where every key is masked gets all-zero
-    weights instead of a uniform average or NaN. Gradients stay finite.
+    overflows in float16), and with `zero_empty_rows` a row where every key
+    is masked gets all-zero weights instead of a uniform average or NaN.
+    Gradients stay finite.
     """
     if keras.backend.standardize_dtype(scores.dtype) != "float64":
         scores = ops.cast(scores, "float32")
@@ -51,6 +52,8 @@ def masked_softmax(scores, mask=None):
     # after softmax subtracts the row max; a row with no visible key has only
     # MASKED_SCORE, comes out uniform, and is zeroed (weights and gradient).
     weights = ops.softmax(ops.where(mask, scores, MASKED_SCORE), axis=-1)
+    if not zero_empty_rows:
+        return weights
     return weights * ops.cast(ops.any(mask, axis=-1, keepdims=True), weights.dtype)
 
 
@@ -66,6 +69,7 @@ def reference_attention(
     concat_score_weight=None,
     dropout=0.0,
     seed=None,
+    zero_empty_rows=True,
 ):
     """Attention of `query` over `key`/`value`; returns `(output, weights)`.
 
@@ -78,6 +82,11 @@ def reference_attention(
         score_mode, scale, concat_score_weight: see `attention_scores`.
         dropout: rate of dropout on the weights (0 for none).
         seed: the dropout's seed or `keras.random.SeedGenerator`.
+        zero_empty_rows: give a row with no visible key zero weights. The
+            caller may pass False when the weights are not returned and such
+            a row can only come from masked keys whose values it zeroed:
+            the row's output and gradients are then zero anyway, and one
+            pass over the `(Tq, Tv)` weights is saved.
     """
     scores = attention_scores(
         query, key, score_mode=score_mode, scale=scale, concat_score_weight=concat_score_weight
@@ -85,7 +94,7 @@ def reference_attention(
     if causal_offset is not None:
         q_len, kv_len = ops.shape(query)[-2], ops.shape(key)[-2]
         mask = _masks.conjoin(mask, _masks.causal_mask(q_len, kv_len, causal_offset))
-    weights = ops.cast(masked_softmax(scores, mask), value.dtype)
+    weights = ops.cast(masked_softmax(scores, mask, zero_empty_rows), value.dtype)
     if dropout > 0:
         weights = keras.random.dropout(weights, dropout, seed=seed)
     return ops.matmul(weights, value), weights
