@@ -7,13 +7,13 @@ backend: the engines are backend-specific by nature.
 """
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import keras
 import pytest
+
+from tests.helpers import run_subprocess
 
 SCRIPT = Path(__file__).resolve().parent.parent / "examples" / "distributed_training.py"
 
@@ -27,13 +27,10 @@ def only_on(backend):
 
 def train(tmp_path, *args):
     out = tmp_path / "summary.json"
-    result = subprocess.run(
+    result = run_subprocess(
         [sys.executable, str(SCRIPT), "--epochs=4", "--samples=192", f"--json={out}", *args],
-        cwd=tmp_path,
-        env=os.environ.copy(),
-        capture_output=True,
-        text=True,
         timeout=300,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
     return json.loads(out.read_text())

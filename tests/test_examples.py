@@ -5,23 +5,16 @@ KERAS_BACKEND carries over). They check that the examples still work end to
 end, not what accuracy they reach: the README's figures come from full runs.
 """
 
-import os
-import subprocess
 import sys
 from pathlib import Path
+
+from tests.helpers import run_subprocess
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 def run_example(name, *args, cwd):
-    result = subprocess.run(
-        [sys.executable, str(EXAMPLES / name), *args],
-        cwd=cwd,
-        env=os.environ.copy(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_subprocess([sys.executable, str(EXAMPLES / name), *args], timeout=300, cwd=cwd)
     assert result.returncode == 0, f"{name} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout
 

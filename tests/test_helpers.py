@@ -1,0 +1,50 @@
+"""The suite's own helpers do what the tests rely on."""
+
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tests.helpers import finite_differences, run_subprocess
+
+
+def test_run_subprocess_returns_the_output_and_status():
+    result = run_subprocess([sys.executable, "-c", "print('out'); raise SystemExit(3)"], timeout=60)
+    assert result.returncode == 3 and result.stdout == "out\n"
+
+
+def test_run_subprocess_kills_the_children_on_timeout(tmp_path):
+    pid_file = tmp_path / "child.pid"
+    script = (
+        "import subprocess, sys, time;"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']);"
+        f"open({str(pid_file)!r}, 'w').write(str(child.pid));"
+        "time.sleep(60)"
+    )
+    with pytest.raises(subprocess.TimeoutExpired):
+        run_subprocess([sys.executable, "-c", script], timeout=5)
+    child = int(pid_file.read_text())
+    deadline = time.monotonic() + 10
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(child)
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A killed child not yet reaped by its new parent is a zombie: dead.
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split(")")[-1].split()[0] != "Z"
+
+
+def test_finite_differences_of_a_known_function():
+    arrays = {"x": np.array([1.0, -2.0]), "y": np.array(3.0)}
+    grads = finite_differences(lambda x, y: float(np.sum(x**2) * y), arrays, ["x", "y"])
+    np.testing.assert_allclose(grads[0], [6.0, -12.0], rtol=1e-6)
+    np.testing.assert_allclose(grads[1], 5.0, rtol=1e-6)
