@@ -5,8 +5,8 @@ masks with fully-masked rows, causal with either alignment, an attention
 mask, a scale); each implementation path in `functional.IMPLEMENTATIONS`
 must give the reference's outputs, weights (where it returns them) and
 gradients, and nothing non-finite. A path that does not support a
-combination raises a `ValueError` naming `implementation`: not applicable,
-that path is left out of that example.
+combination (`tests.helpers.supported_paths`) is left out of that example;
+"auto" and "reference" never are.
 
 Gradients: each backend's autodiff of `sum(output * R)` against central
 differences of the float64 reference. The number of examples comes from the
@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from keras import ops
 
 from luong_attention import _blocked, functional, luong_attention
-from tests.helpers import to_numpy, value_and_grad
+from tests.helpers import finite_differences, supported_paths, to_numpy, value_and_grad
 from tests.reference import reference_attention
 
 pytestmark = pytest.mark.filterwarnings("ignore:You are using a softmax over axis -1:UserWarning")
@@ -101,40 +101,20 @@ def _projection(problem):
     return rng.standard_normal((*query.shape[:-1], value.shape[-1]))
 
 
-def _finite_difference_grads(problem, names, eps=1e-6):
+def _finite_difference_grads(problem, names):
     """Central differences of sum(output * R) of the float64 reference."""
     projection = _projection(problem)
-    arrays = {n: np.asarray(problem[n], np.float64) for n in names}
 
-    def loss(**changed):
-        return float(np.sum(_reference_output(problem, **changed)[0] * projection))
+    def loss(**arrays):
+        return float(np.sum(_reference_output(problem, **arrays)[0] * projection))
 
-    grads = []
-    for name in names:
-        grad = np.zeros_like(arrays[name])
-        for index in np.ndindex(*arrays[name].shape):
-            plus, minus = arrays[name].copy(), arrays[name].copy()
-            plus[index] += eps
-            minus[index] -= eps
-            grad[index] = (loss(**{name: plus}) - loss(**{name: minus})) / (2 * eps)
-        grads.append(grad)
-    return grads
+    return finite_differences(loss, {n: problem[n] for n in names}, names)
 
 
 def _call(problem, implementation, **overrides):
     args = {**problem, **overrides}
     query, value, key = args.pop("query"), args.pop("value"), args.pop("key")
     return luong_attention(query, value, key, implementation=implementation, **args)
-
-
-def _applicable(run):
-    """`run()`, or None where the path does not support the combination."""
-    try:
-        return run()
-    except ValueError as error:
-        if "argument implementation" in str(error):
-            return None
-        raise
 
 
 def _differentiable(problem):
@@ -152,8 +132,7 @@ def _loss_and_grads(problem, implementation, names):
         out = _call(problem, implementation, **dict(zip(names, tensors, strict=True)))
         return ops.sum(out * projection)
 
-    inputs = [np.asarray(problem[n], "float32") for n in names]
-    return _applicable(lambda: value_and_grad(loss, *inputs))
+    return value_and_grad(loss, *[np.asarray(problem[n], "float32") for n in names])
 
 
 PROPERTY_SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -163,27 +142,19 @@ PROPERTY_SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.t
 @given(problem=problems())
 def test_outputs_and_weights_match_the_reference(problem):
     expected_output, expected_weights = _reference_output(problem)
-    ran = []
-    for implementation in functional.IMPLEMENTATIONS:
-        output = _applicable(lambda: _call(problem, implementation))  # noqa: B023
-        if output is None:
-            continue
-        ran.append(implementation)
-        output = to_numpy(output)
+    with_weights = supported_paths(**problem, return_attention_scores=True)
+    for implementation in supported_paths(**problem):
+        output = to_numpy(_call(problem, implementation))
         assert np.all(np.isfinite(output)), implementation
         np.testing.assert_allclose(
             output, expected_output, atol=ATOL, rtol=RTOL, err_msg=implementation
         )
-        returned = _applicable(
-            lambda: _call(problem, implementation, return_attention_scores=True)  # noqa: B023
-        )
-        if returned is not None:
-            weights = to_numpy(returned[1])
+        if implementation in with_weights:
+            weights = to_numpy(_call(problem, implementation, return_attention_scores=True)[1])
             assert np.all(np.isfinite(weights)), implementation
             np.testing.assert_allclose(
                 weights, expected_weights, atol=ATOL, rtol=RTOL, err_msg=implementation
             )
-    assert "reference" in ran and "auto" in ran
 
 
 @PROPERTY_SETTINGS
@@ -194,13 +165,11 @@ def test_gradients_match_finite_differences_of_the_reference(problem):
     # The blocked path also with its long-input backward pass, which
     # recomputes the weights instead of keeping them.
     default = _blocked.SAVE_WEIGHTS_BELOW_BYTES
-    runs = [(name, default) for name in functional.IMPLEMENTATIONS] + [("blocked", 0)]
+    paths = supported_paths(**problem)
+    runs = [(name, default) for name in paths] + [("blocked", 0)] * ("blocked" in paths)
     for implementation, save_below in runs:
         with mock.patch.object(_blocked, "SAVE_WEIGHTS_BELOW_BYTES", save_below):
-            result = _loss_and_grads(problem, implementation, names)
-        if result is None:
-            continue
-        _, grads = result
+            _, grads = _loss_and_grads(problem, implementation, names)
         for name, grad, want in zip(names, grads, expected, strict=True):
             message = f"{implementation} (weights saved below {save_below} bytes): d/d{name}"
             assert np.all(np.isfinite(grad)), message
