@@ -13,7 +13,7 @@ import pytest
 from keras import ops
 
 from luong_attention import LuongAttention, _blocked, _paths, functional, luong_attention
-from tests.helpers import to_numpy, value_and_grad
+from tests.helpers import supported_paths, to_numpy, value_and_grad
 
 FAST = ("fused", "blocked")
 B, TQ, TV, D, DV = 2, 8, 10, 4, 5
@@ -273,3 +273,14 @@ def test_implementations_listed_and_saved():
         config = layer.get_config()
         assert config["implementation"] == implementation
         assert LuongAttention.from_config(config).implementation == implementation
+
+
+def test_supported_paths_pins_what_each_path_runs():
+    """The suite parametrizes over `supported_paths`: a path losing an option fails here."""
+    every = ("auto", "reference", "fused", "blocked")
+    assert supported_paths() == every
+    assert supported_paths(score_mode="general", causal=True) == every
+    assert supported_paths(dropout=0.5, training=False) == every
+    assert supported_paths(score_mode="concat") == ("auto", "reference")
+    assert supported_paths(dropout=0.5, training=True) == ("auto", "reference")
+    assert supported_paths(return_attention_scores=True) == ("auto", "reference")
