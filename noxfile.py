@@ -1,28 +1,40 @@
-"""Sessions for luong_attention: tests per backend, GPU tests, lint, demo, bench.
+"""Sessions for luong_attention: tests per backend, GPU tests, lint, demo, bench, docs, build.
 
 `nox` alone runs the CPU test suite on JAX, PyTorch and TensorFlow.
 Reuse environments between runs with `nox -r`.
 """
 
+import logging
 import os
+import shutil
+from pathlib import Path
 
 import nox
 
 nox.needs_version = ">=2025.2.9"
 nox.options.sessions = ["tests"]
+# Sessions use virtualenv and pip; nox's probe for uv would log "uv binary not
+# found." at every session.
+nox.options.default_venv_backend = "virtualenv"
+logging.getLogger("nox").addFilter(lambda record: record.getMessage() != "uv binary not found.")
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 BACKENDS = ("jax", "torch", "tensorflow")
 
-# The one place the CPU builds are pinned. PyPI's Linux torch wheel bundles
-# CUDA (several GB); torch==2.13.0 resolves to a CPU build on the project's
-# machines. Elsewhere point TORCH_CPU_REQUIREMENT (and pip's index) at a CPU
-# build, e.g. PIP_INDEX_URL=https://download.pytorch.org/whl/cpu.
+# Versions the suite is tested with, torch's included (the one place they
+# are pinned); every session that installs a backend uses it, except
+# tests_latest.
+CONSTRAINTS = "constraints.txt"
+# The CPU builds. PyPI's Linux torch wheel bundles CUDA (several GB): set
+# TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu to add PyTorch's CPU
+# index to the pip call that installs torch (and only that one);
+# TORCH_CPU_REQUIREMENT replaces the requirement itself.
 CPU_REQUIREMENTS = {
     "jax": ["jax"],
-    "torch": [os.environ.get("TORCH_CPU_REQUIREMENT", "torch==2.13.0")],
+    "torch": [os.environ.get("TORCH_CPU_REQUIREMENT", "torch")],
     "tensorflow": ["tensorflow-cpu"],
 }
+TORCH_INDEX_URL = os.environ.get("TORCH_INDEX_URL")
 GPU_REQUIREMENTS = {
     "jax": [os.environ.get("JAX_GPU_REQUIREMENT", "jax[cuda12]")],
     "torch": [os.environ.get("TORCH_GPU_REQUIREMENT", "torch")],
@@ -44,11 +56,15 @@ def _check_backend(backend):
         raise ValueError(f"Unknown backend {backend!r}; expected one of {BACKENDS}")
 
 
-def _install(session, backend, requirements, *groups):
+def _install(session, backend, requirements, *groups, constrain=True):
     _check_backend(backend)
-    session.install(*requirements[backend])
-    session.install("-e", ".", *nox.project.dependency_groups(PYPROJECT, *groups))
+    pins = ("-c", CONSTRAINTS) if constrain else ()
+    index = ("--extra-index-url", TORCH_INDEX_URL) if backend == "torch" and TORCH_INDEX_URL else ()
+    session.install(*requirements[backend], *pins, *index)
+    session.install("-e", ".", *nox.project.dependency_groups(PYPROJECT, *groups), *pins)
     session.env["KERAS_BACKEND"] = backend
+    # TensorFlow's C++ INFO and WARNING lines.
+    session.env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def _gpu_count(session, backend):
@@ -56,14 +72,13 @@ def _gpu_count(session, backend):
     return int(out.strip().splitlines()[-1])
 
 
-def _install_cpu(session, backend, *groups):
-    _install(session, backend, CPU_REQUIREMENTS, *groups)
+def _install_cpu(session, backend, *groups, constrain=True):
+    _install(session, backend, CPU_REQUIREMENTS, *groups, constrain=constrain)
     if backend == "torch":
-        cuda = (
-            session.run("python", "-c", "import torch; print(torch.version.cuda)", silent=True)
-            .strip()
-            .splitlines()[-1]
-        )
+        out = session.run("python", "-c", "import torch; print(torch.version.cuda)", silent=True)
+        if out is None:  # `nox --install-only` runs no commands
+            return
+        cuda = out.strip().splitlines()[-1]
         if cuda != "None":
             session.error(
                 f"CPU session got a CUDA build of torch (torch.version.cuda={cuda}); "
@@ -76,6 +91,14 @@ def _install_cpu(session, backend, *groups):
 def tests(session, backend):
     """Run the test suite on the CPU build of one backend."""
     _install_cpu(session, backend, "test", *EXPORT_GROUPS[backend])
+    session.run("pytest", *session.posargs)
+
+
+@nox.session(default=False)
+@nox.parametrize("backend", BACKENDS)
+def tests_latest(session, backend):
+    """Run the test suite with the newest releases (no constraints file) on one backend."""
+    _install_cpu(session, backend, "test", *EXPORT_GROUPS[backend], constrain=False)
     session.run("pytest", *session.posargs)
 
 
@@ -97,14 +120,21 @@ def demo(session):
     session.run("python", "examples/demo.py")
 
 
+# Where `nox -s examples` writes the examples' figures and results (tracked:
+# the docs are built from them).
+EXAMPLE_RESULTS = Path("benchmarks", "results", "examples")
+
+
 @nox.session(default=False)
 @nox.parametrize("backend", BACKENDS)
 def examples(session, backend):
-    """Run the examples in examples/ on one backend."""
+    """Run every example on one backend; results go to benchmarks/results/examples/<backend>/."""
     _install_cpu(session, backend, "examples")
-    for script in sorted(os.listdir("examples")):
-        if script.endswith(".py"):
-            session.run("python", os.path.join("examples", script), *session.posargs)
+    out = EXAMPLE_RESULTS / backend
+    for script in ("seq2seq_dates.py", "text_similarity.py"):
+        session.run("python", f"examples/{script}", f"--output-dir={out}", *session.posargs)
+    session.run("python", "examples/demo.py")
+    session.run("python", "examples/distributed_training.py")
 
 
 @nox.session(venv_backend="none", default=False)
@@ -149,3 +179,81 @@ def lint(session):
     session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(default=False)
+def docs(session):
+    """Build the documentation site into site/ with warnings as errors."""
+    session.install(*nox.project.dependency_groups(PYPROJECT, "docs"))
+    session.env["NO_MKDOCS_2_WARNING"] = "1"
+    session.run("mkdocs", "build", "--strict", *session.posargs)
+
+
+@nox.session(default=False)
+def docs_browser(session):
+    """Build the site and check it in headless Chromium; screenshot to site-check/home.png."""
+    session.install(*nox.project.dependency_groups(PYPROJECT, "docs", "docs-browser"))
+    session.env["NO_MKDOCS_2_WARNING"] = "1"
+    session.run("mkdocs", "build", "--strict", "--site-dir", "site")
+    session.run("python", "docs/check_site.py", "site", "--screenshot-dir", "site-check")
+
+
+def _check_dist(session, dist):
+    """The wheel and the sdist carry the license; the sdist leaves the tests out."""
+    import tarfile
+    import zipfile
+
+    (wheel,) = dist.glob("*.whl")
+    (sdist,) = dist.glob("*.tar.gz")
+    wheel_names = zipfile.ZipFile(wheel).namelist()
+    with tarfile.open(sdist) as tar:
+        sdist_names = [name.split("/", 1)[-1] for name in tar.getnames()]
+    problems = []
+    if not any(name.endswith(".dist-info/licenses/LICENSE") for name in wheel_names):
+        problems.append(f"{wheel.name} has no LICENSE")
+    if "LICENSE" not in sdist_names:
+        problems.append(f"{sdist.name} has no LICENSE")
+    if any(name.startswith("tests/") for name in sdist_names):
+        problems.append(f"{sdist.name} ships tests/")
+    if not any(name.startswith("luong_attention/") for name in wheel_names):
+        problems.append(f"{wheel.name} has no luong_attention package")
+    if problems:
+        session.error("; ".join(problems))
+
+
+@nox.session(default=False)
+def build(session):
+    """Build sdist and wheel, check them, and run the test suite against the installed wheel."""
+    session.install(*nox.project.dependency_groups(PYPROJECT, "build"))
+    tmp = Path(session.create_tmp()).resolve()
+    dist = tmp / "dist"
+    shutil.rmtree(dist, ignore_errors=True)
+    # The wheel is built from the sdist, so a file the sdist leaves out fails here.
+    session.run("python", "-m", "build", "--outdir", str(dist))
+    session.run("twine", "check", "--strict", *sorted(str(f) for f in dist.iterdir()))
+    _check_dist(session, dist)
+
+    # A fresh venv holding the wheel (not the source tree) and one backend.
+    session.install(*CPU_REQUIREMENTS["jax"], "-c", CONSTRAINTS)
+    (wheel,) = dist.glob("*.whl")
+    test_groups = nox.project.dependency_groups(PYPROJECT, "test")
+    session.install("--force-reinstall", "--no-deps", str(wheel))
+    session.install(str(wheel), *test_groups, "-c", CONSTRAINTS)
+    session.env["KERAS_BACKEND"] = "jax"
+    session.env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+    # The suite and what it reads, copied where the package source is not.
+    suite = tmp / "suite"
+    shutil.rmtree(suite, ignore_errors=True)
+    suite.mkdir()
+    for name in ("tests", "examples", "docs"):
+        shutil.copytree(name, suite / name, ignore=shutil.ignore_patterns("__pycache__", "output"))
+    for name in ("README.md", "pyproject.toml"):
+        shutil.copy(name, suite / name)
+    session.chdir(suite)
+    where = session.run(
+        "python", "-c", "import luong_attention; print(luong_attention.__file__)", silent=True
+    )
+    if where is not None and "site-packages" not in where:
+        session.error(f"The tests would import luong_attention from {where.strip()}, not the wheel")
+    session.run("pytest", "-p", "no:cacheprovider", *session.posargs)

@@ -5,10 +5,15 @@ each does with a fully-masked query row, and trains a tiny model for a few
 steps.
 """
 
-import keras
-import numpy as np
+import os
 
-from luong_attention import LuongAttention
+# TensorFlow's C++ INFO/WARNING lines; set before keras imports TensorFlow.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from luong_attention import LuongAttention  # noqa: E402
 
 rng = np.random.default_rng(0)
 query = rng.normal(size=(2, 4, 8)).astype("float32")

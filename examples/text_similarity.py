@@ -10,18 +10,27 @@ The data are generated here, no download: pairs of short sentences about who
 did what to whom. A pair is a paraphrase (label 1) when the second sentence says
 the same thing in other words (synonyms, active or passive voice); otherwise
 (label 0) one of subject, verb or object means something else. Half the pairs
-are paraphrases, so chance is 50%.
+are paraphrases, so chance is 50%. A JSON summary (`text_similarity.json`:
+accuracy, wall time, arguments) goes to `--output-dir` (default
+`examples/output/`, not tracked by git).
 
     KERAS_BACKEND=jax python examples/text_similarity.py   # or torch, tensorflow
 """
 
 import argparse
+import json
+import os
+import time
+from pathlib import Path
 
-import keras
-import numpy as np
-from keras import ops
+# TensorFlow's C++ INFO/WARNING lines; set before keras imports TensorFlow.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from luong_attention import LuongAttention
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from keras import ops  # noqa: E402
+
+from luong_attention import LuongAttention  # noqa: E402
 
 # Each inner list is one concept; its words are interchangeable.
 SUBJECTS = [
@@ -132,7 +141,14 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--verbose", type=int, default=2, help="Keras verbosity (0, 1 or 2)")
+    parser.add_argument(
+        "--output-dir",
+        type=Path,
+        default=Path(__file__).with_name("output"),
+        help="folder for text_similarity.json (default: examples/output)",
+    )
     args = parser.parse_args(argv)
+    start = time.perf_counter()
 
     keras.utils.set_random_seed(args.seed)
     rng = np.random.default_rng(args.seed)
@@ -158,6 +174,18 @@ def main(argv=None):
         f"held-out accuracy on {args.test_samples} pairs ({keras.backend.backend()}): "
         f"{accuracy:.1%} (chance: 50%)"
     )
+    summary = {
+        "script": "text_similarity.py",
+        "backend": keras.backend.backend(),
+        "keras": keras.__version__,
+        "metric": "accuracy",
+        "accuracy": float(accuracy),
+        "test_samples": args.test_samples,
+        "wall_time_s": round(time.perf_counter() - start, 1),
+        "args": {k: v for k, v in vars(args).items() if k not in ("output_dir", "verbose")},
+    }
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    (args.output_dir / "text_similarity.json").write_text(json.dumps(summary, indent=2) + "\n")
     return accuracy
 
 

@@ -3,6 +3,6 @@
 from luong_attention.functional import luong_attention
 from luong_attention.layer import LuongAttention
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["LuongAttention", "luong_attention", "__version__"]

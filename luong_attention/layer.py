@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from luong_attention import functional
+from luong_attention import _validation, functional
 
 # Version of the dict `get_config` writes, saved under "config_version".
 # 0: no "config_version" key: this package before versioning, and the config
@@ -108,17 +108,15 @@ class LuongAttention(keras.layers.Layer):
         implementation="auto",
         **kwargs,
     ):
-        functional.check_options(score_mode, causal_alignment, implementation)
-        functional.check_dropout(dropout)
-        for name, flag in (("use_scale", use_scale), ("causal", causal)):
-            if not isinstance(flag, bool):
-                raise TypeError(
-                    f"Invalid type for argument {name}. Expected a bool. Received: {name}={flag!r}"
-                )
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise TypeError(
-                f"Invalid type for argument seed. Expected an int or None. Received: seed={seed!r}"
-            )
+        use_scale = _validation.as_flag(use_scale, "use_scale")
+        causal = _validation.as_flag(causal, "causal")
+        _validation.check_option("score_mode", score_mode, _validation.SCORE_MODES)
+        _validation.check_option(
+            "causal_alignment", causal_alignment, _validation.CAUSAL_ALIGNMENTS
+        )
+        _validation.check_option("implementation", implementation, _validation.IMPLEMENTATIONS)
+        dropout = _validation.as_dropout(dropout)
+        seed = _validation.as_seed(seed)
         super().__init__(**kwargs)
         self.use_scale = use_scale
         self.score_mode = score_mode
@@ -127,47 +125,37 @@ class LuongAttention(keras.layers.Layer):
         self.causal = causal
         self.causal_alignment = causal_alignment
         self.implementation = implementation
-        if self.dropout > 0:
-            self.seed_generator = keras.random.SeedGenerator(seed=seed)
-        self.supports_masking = True
-
-    def build(self, input_shape):
-        self._validate_inputs(input_shape)
+        self.seed_generator = keras.random.SeedGenerator(seed=seed) if dropout > 0 else None
         self.scale = None
         self.concat_score_weight = None
         self.general_score_weight = None
+        self.supports_masking = True
+
+    def build(self, input_shape):
+        query_shape, _, key_shape = _shapes(self.__class__.__name__, input_shape)
         if self.use_scale:
-            self.scale = self.add_weight(
-                name="scale",
-                shape=(),
-                initializer="ones",
-                dtype=self.dtype,
-                trainable=True,
-            )
+            self.scale = self._scalar_weight("scale")
         if self.score_mode == "concat":
-            self.concat_score_weight = self.add_weight(
-                name="concat_score_weight",
-                shape=(),
-                initializer="ones",
-                dtype=self.dtype,
-                trainable=True,
-            )
+            self.concat_score_weight = self._scalar_weight("concat_score_weight")
         if self.score_mode == "general":
-            query_dim = input_shape[0][-1]
-            key_dim = input_shape[-1][-1]
-            if query_dim is None or key_dim is None:
+            dims = (query_shape[-1], key_shape[-1])
+            if None in dims:
                 raise ValueError(
                     "score_mode='general' needs the last dims of query and key "
-                    "to be known when the layer is built. Received: "
-                    f"input_shape={input_shape}"
+                    f"to be known when the layer is built. Received: input_shape={input_shape}"
                 )
             self.general_score_weight = self.add_weight(
                 name="general_score_weight",
-                shape=(query_dim, key_dim),
+                shape=dims,
                 initializer="glorot_uniform",
                 dtype=self.dtype,
                 trainable=True,
             )
+
+    def _scalar_weight(self, name):
+        return self.add_weight(
+            name=name, shape=(), initializer="ones", dtype=self.dtype, trainable=True
+        )
 
     def call(
         self,
@@ -178,44 +166,43 @@ class LuongAttention(keras.layers.Layer):
         use_causal_mask=None,
         attention_mask=None,
     ):
-        self._validate_inputs(inputs, mask)
-        query, value = inputs[0], inputs[1]
-        key = inputs[2] if len(inputs) > 2 else None
-        masks = list(mask) if mask else []
-        masks += [None] * (3 - len(masks))
+        _validation.check_call_lists(self.__class__.__name__, inputs, mask)
+        query_mask, value_mask, key_mask = (*(mask or ()), None, None, None)[:3]
         if use_causal_mask is None:
             use_causal_mask = self.causal
-        functional.check_flags(use_causal_mask=use_causal_mask)
         return functional.luong_attention(
-            query,
-            value,
-            key,
-            query_mask=masks[0],
-            value_mask=masks[1],
-            key_mask=masks[2],
+            inputs[0],
+            inputs[1],
+            inputs[2] if len(inputs) == 3 else None,
+            query_mask=query_mask,
+            value_mask=value_mask,
+            key_mask=key_mask,
             attention_mask=attention_mask,
-            causal=bool(use_causal_mask),
+            causal=_validation.as_flag(use_causal_mask, "use_causal_mask"),
             causal_alignment=self.causal_alignment,
             score_mode=self.score_mode,
             scale=self.scale,
             concat_score_weight=self.concat_score_weight,
             general_score_weight=self.general_score_weight,
             dropout=self.dropout,
-            seed=self.seed_generator if self.dropout > 0 else None,
-            training=bool(training),
+            seed=self.seed_generator,
+            training=training,
             return_attention_scores=return_attention_scores,
             implementation=self.implementation,
         )
 
     def compute_mask(self, inputs, mask=None):
-        self._validate_inputs(inputs, mask)
-        if mask is None or mask[0] is None:
+        _validation.check_call_lists(self.__class__.__name__, inputs, mask)
+        if not mask or mask[0] is None:
             return None
         return ops.convert_to_tensor(mask[0])
 
     def compute_output_shape(self, input_shape):
-        query_shape, value_shape = input_shape[0], input_shape[1]
-        return (*query_shape[:-1], value_shape[-1])
+        query_shape, value_shape, key_shape = _shapes(self.__class__.__name__, input_shape)
+        batch = _validation.broadcast_batch_shape(
+            query_shape[:-2], value_shape[:-2], key_shape[:-2]
+        )
+        return (*(batch or query_shape[:-2]), query_shape[-2], value_shape[-1])
 
     def compute_output_spec(
         self,
@@ -226,47 +213,31 @@ class LuongAttention(keras.layers.Layer):
         use_causal_mask=None,
         attention_mask=None,
     ):
-        self._validate_inputs(inputs, mask)
+        _validation.check_call_lists(self.__class__.__name__, inputs, mask)
         query, value = inputs[0], inputs[1]
-        key = inputs[2] if len(inputs) > 2 else value
-        functional.check_inputs(query, value, key, self.score_mode)
+        key = inputs[2] if len(inputs) == 3 else value
+        batch = _validation.check_inputs(query, value, key, self.score_mode)
+        return_attention_scores = _validation.as_flag(
+            return_attention_scores, "return_attention_scores"
+        )
+        if self.implementation != "auto":
+            # A named path that cannot compute the call fails here, when the
+            # model is built, not at its first call.
+            functional.check_implementation(
+                self.implementation,
+                score_mode=self.score_mode,
+                dropout_active=bool(training) and self.dropout > 0,
+                return_attention_scores=return_attention_scores,
+            )
         output = keras.KerasTensor(
-            self.compute_output_shape([query.shape, value.shape]),
-            dtype=self.compute_dtype,
+            (*batch, query.shape[-2], value.shape[-1]), dtype=self.compute_dtype
         )
         if not return_attention_scores:
             return output
-        weights = keras.KerasTensor((*query.shape[:-1], key.shape[-2]), dtype=self.compute_dtype)
+        weights = keras.KerasTensor(
+            (*batch, query.shape[-2], key.shape[-2]), dtype=self.compute_dtype
+        )
         return output, weights
-
-    def _validate_inputs(self, inputs, mask=None):
-        """Checks the list structure of `inputs` and `mask`, as Keras does."""
-        class_name = self.__class__.__name__
-        if not isinstance(inputs, list):
-            raise ValueError(
-                f"{class_name} layer must be called on a list of inputs, "
-                "namely [query, value] or [query, value, key]. "
-                f"Received: inputs={inputs}."
-            )
-        if len(inputs) < 2 or len(inputs) > 3:
-            raise ValueError(
-                f"{class_name} layer accepts inputs list of length 2 or 3, "
-                "namely [query, value] or [query, value, key]. "
-                f"Received length: {len(inputs)}."
-            )
-        if mask is not None:
-            if not isinstance(mask, list):
-                raise ValueError(
-                    f"{class_name} layer mask must be a list, "
-                    f"namely [query_mask, value_mask]. Received: mask={mask}."
-                )
-            if len(mask) < 2 or len(mask) > 3:
-                raise ValueError(
-                    f"{class_name} layer accepts mask list of length 2 or 3, "
-                    "namely [query_mask, value_mask] or "
-                    "[query_mask, value_mask, key_mask]. "
-                    f"Received length: {len(mask)}."
-                )
 
     def load_own_variables(self, store):
         if self.weights and len(store) == 0:
@@ -337,3 +308,19 @@ def _keras_attention_entry(store):
         return None
     entry = store.get(f"{head}/{leaf.replace('luong_attention', 'attention', 1)}")
     return entry if len(entry) else None
+
+
+def _shapes(class_name, input_shape):
+    """`(query_shape, value_shape, key_shape)` from `[query_shape, value_shape(, key_shape)]`."""
+    if not isinstance(input_shape, (list, tuple)) or not all(
+        s is None or isinstance(s, (list, tuple)) for s in input_shape
+    ):
+        raise ValueError(
+            f"{class_name} layer must be called on a list of inputs, [query, value] or "
+            f"[query, value, key]. Received inputs of shape: {input_shape}."
+        )
+    _validation.check_call_lists(class_name, input_shape, None)
+    query, value, *rest = input_shape
+    key = rest[0] if rest and rest[0] is not None else value
+    # A None input fails the call's own checks, with a clearer message.
+    return tuple(tuple(s) if s is not None else (None,) for s in (query, value, key))

@@ -110,7 +110,7 @@ def supported_paths(**options):
 
 @functools.cache
 def _supported_paths(options):
-    from luong_attention import functional, luong_attention
+    from luong_attention import _validation, luong_attention
 
     options = dict(options)
     query = np.ones((1, 2, 2), "float32")
@@ -118,7 +118,7 @@ def _supported_paths(options):
     if options.get("score_mode") == "general":
         weight["general_score_weight"] = np.eye(2, dtype="float32")
     paths = list(ALWAYS_SUPPORTED)
-    for path in functional.IMPLEMENTATIONS:
+    for path in _validation.IMPLEMENTATIONS:
         if path in ALWAYS_SUPPORTED:
             continue
         try:
@@ -129,6 +129,28 @@ def _supported_paths(options):
             raise
         paths.append(path)
     return tuple(paths)
+
+
+def small_blocks(block_size=2, *, recompute_weights=False, monkeypatch=None):
+    """`BlockedOptions` under which tiny inputs cross several blocks, chained one by one.
+
+    Pass them as `luong_attention(..., blocked_options=small_blocks())`.
+    `recompute_weights=True` makes the backward pass recompute the weights
+    block by block (what long inputs get) instead of keeping them. Given
+    `monkeypatch`, they are also the blocked path's default for the test, for
+    calls that cannot pass them (the layer has no `blocked_options`).
+    """
+    from luong_attention.kernels import blocked
+
+    keep = blocked.BlockedOptions().save_weights_below_bytes
+    options = blocked.BlockedOptions(
+        block_size=block_size,
+        chain_above_bytes=0,
+        save_weights_below_bytes=0 if recompute_weights else keep,
+    )
+    if monkeypatch is not None:
+        monkeypatch.setattr(blocked, "BlockedOptions", lambda: options)
+    return options
 
 
 # --- processes ---------------------------------------------------------------

@@ -18,7 +18,7 @@ import pytest
 from keras import ops
 
 from luong_attention import LuongAttention, luong_attention
-from tests.helpers import supported_paths, to_numpy, value_and_grad
+from tests.helpers import small_blocks, supported_paths, to_numpy, value_and_grad
 from tests.reference import reference_attention
 
 _data = np.random.default_rng(0)
@@ -156,9 +156,9 @@ CASES = {
         construct(use_scale="yes"),
         Raises(TypeError, r"argument use_scale.*Received: use_scale='yes'"),
     ),
-    "constructor causal an int": (
-        construct(causal=1),
-        Raises(TypeError, r"argument causal.*Received: causal=1"),
+    "constructor causal a string": (
+        construct(causal="yes"),
+        Raises(TypeError, r"argument causal.*Received: causal='yes'"),
     ),
     "constructor seed a float": (
         construct(seed=1.5),
@@ -167,15 +167,19 @@ CASES = {
     # --- the layer's call convention ------------------------------------------
     "layer on one tensor": (
         layer(Q),
-        Raises(ValueError, r"must be called on a list of inputs.*Received: inputs="),
+        Raises(ValueError, r"must be called on a list of inputs.*Received"),
+    ),
+    "layer on a dict of one": (
+        layer({"query": Q}),
+        Raises(ValueError, r"must be called on a list of inputs.*Received"),
     ),
     "layer on a list of 1": (
         layer([Q]),
-        Raises(ValueError, r"inputs list of length 2 or 3.*Received length: 1"),
+        Raises(ValueError, r"inputs of length 2 or 3.*Received length: 1"),
     ),
     "layer on a list of 4": (
         layer([Q, V, V, V]),
-        Raises(ValueError, r"inputs list of length 2 or 3.*Received length: 4"),
+        Raises(ValueError, r"inputs of length 2 or 3.*Received length: 4"),
     ),
     "layer mask not a list": (
         layer([Q, V], mask=np.ones((2, 3), bool)),
@@ -183,11 +187,11 @@ CASES = {
     ),
     "mask list of length 4": (
         layer([Q, V], mask=[None, None, None, None]),
-        Raises(ValueError, r"mask list of length 2 or 3.*Received length: 4"),
+        Raises(ValueError, r"mask of length 2 or 3.*Received length: 4"),
     ),
-    "layer rank-2 inputs": (
-        layer([Q[0], V[0]]),
-        Raises(ValueError, r"argument query.*rank >= 3.*Received: query.shape=\(3, 4\)"),
+    "layer rank-1 query": (
+        layer([Q[0, 0], V[0]]),
+        Raises(ValueError, r"argument query.*rank >= 2.*Received: query.shape=\(4,\)"),
     ),
     "layer query and key dims differ": (
         layer([Q, V[..., :3]]),
@@ -207,12 +211,12 @@ CASES = {
         layer([Q, np.zeros((3, 5, 4), "float32")]),
         Raises(
             ValueError,
-            r"same batch dims.*Received: query.shape=\(2, 3, 4\), value.shape=\(3, 5, 4\)",
+            r"equal or broadcast.*Received: query.shape=\(2, 3, 4\), value.shape=\(3, 5, 4\)",
         ),
     ),
-    "layer rank-4 value for a rank-3 query": (
-        layer([Q, V[:, None]]),
-        Raises(ValueError, r"same batch dims.*Received: .*value.shape=\(2, 1, 5, 4\)"),
+    "layer rank-4 value whose batch dims do not broadcast": (
+        layer([Q, np.zeros((2, 3, 5, 4), "float32")]),
+        Raises(ValueError, r"equal or broadcast.*Received: .*value.shape=\(2, 3, 5, 4\)"),
     ),
     "layer query mask of the wrong length": (
         layer([Q, V], mask=[np.ones((2, 4), bool), None]),
@@ -355,23 +359,23 @@ CASES = {
         ),
     ),
     # --- wrong ranks and shapes ----------------------------------------------
-    "rank-2 query": (
-        fn(Q[0], V[0]),
-        Raises(ValueError, r"argument query.*rank >= 3.*Received: query.shape=\(3, 4\)"),
+    "rank-1 query": (
+        fn(Q[0, 0], V[0]),
+        Raises(ValueError, r"argument query.*rank >= 2.*Received: query.shape=\(4,\)"),
     ),
     "scalar query": (
         fn(1.0, V),
-        Raises(ValueError, r"argument query.*rank >= 3.*Received: query.shape=\(\)"),
+        Raises(ValueError, r"argument query.*rank >= 2.*Received: query.shape=\(\)"),
     ),
-    "rank-4 value for a rank-3 query": (
-        fn(Q, V[:, None]),
-        Raises(ValueError, r"same batch dims.*Received: .*value.shape=\(2, 1, 5, 4\)"),
+    "rank-4 value whose batch dims do not broadcast": (
+        fn(Q, np.zeros((2, 3, 5, 4), "float32")),
+        Raises(ValueError, r"equal or broadcast.*Received: .*value.shape=\(2, 3, 5, 4\)"),
     ),
     "batch sizes differ": (
-        fn(Q, V[:1]),
+        fn(Q, np.zeros((3, 5, 4), "float32")),
         Raises(
             ValueError,
-            r"same batch dims.*Received: query.shape=\(2, 3, 4\), value.shape=\(1, 5, 4\)",
+            r"equal or broadcast.*Received: query.shape=\(2, 3, 4\), value.shape=\(3, 5, 4\)",
         ),
     ),
     "key and value lengths differ": (
@@ -441,9 +445,9 @@ CASES = {
         fn(Q, V, causal="yes"),
         Raises(TypeError, r"argument causal.*bool.*Received: causal='yes'"),
     ),
-    "training an int": (
-        fn(Q, V, training=1),
-        Raises(TypeError, r"argument training.*bool.*Received: training=1"),
+    "training a string": (
+        fn(Q, V, training="yes"),
+        Raises(TypeError, r"argument training.*bool.*Received: training='yes'"),
     ),
     "return_attention_scores a string": (
         layer([Q, V], return_attention_scores="yes"),
@@ -463,13 +467,13 @@ CASES = {
         fn(Q, V, dropout=None),
         Raises(TypeError, r"argument dropout.*Received: dropout=None"),
     ),
-    "inputs a tuple": (
-        layer((Q, V)),
-        Raises(ValueError, r"must be called on a list of inputs.*Received: inputs="),
+    "inputs a dict": (
+        layer({"query": Q, "value": V}),
+        Raises(ValueError, r"must be called on a list of inputs.*Received"),
     ),
     "mask list of length 1": (
         layer([Q, V], mask=[None]),
-        Raises(ValueError, r"mask list of length 2 or 3.*Received length: 1"),
+        Raises(ValueError, r"mask of length 2 or 3.*Received length: 1"),
     ),
     "mask [None, None]: no mask": (
         layer([Q, V], mask=[None, None]),
@@ -575,14 +579,14 @@ def test_symbolic_zero_length_time_dim():
     assert to_numpy(model([Q[:, :0], V])).shape == (2, 0, 4)
 
 
-def test_nan_in_a_blocked_row_stays_in_its_row_when_blocks_are_chained(monkeypatch):
+def test_nan_in_a_blocked_row_stays_in_its_row_when_blocks_are_chained():
     """The blocked path orders its blocks through each previous block's result."""
-    from luong_attention import _blocked
-
-    monkeypatch.setattr(_blocked, "BLOCK_SIZE_OVERRIDE", 2)
-    monkeypatch.setattr(_blocked, "CHAIN_ABOVE_BYTES", 0)
     query = np.tile(Q, (1, 2, 1))
-    output = to_numpy(luong_attention(with_nan(query, (0, 0, 0)), V, implementation="blocked"))
+    output = to_numpy(
+        luong_attention(
+            with_nan(query, (0, 0, 0)), V, implementation="blocked", blocked_options=small_blocks()
+        )
+    )
     nan_rows = np.isnan(output).any(-1)
     assert nan_rows[0, 0] and nan_rows.sum() == 1
     expected = reference_attention(query, V)[0]
@@ -593,7 +597,7 @@ def test_nan_in_padding_gives_finite_gradients():
     value = with_nan(V, (0, 4, 1))
 
     def loss(value):
-        out = luong_attention(Q, value, value_mask=VALUE_MASK)
+        out = luong_attention(Q, value, value_mask=VALUE_MASK, training=True)
         return ops.sum(out)
 
     _, (grad,) = value_and_grad(loss, value)

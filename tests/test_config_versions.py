@@ -99,7 +99,7 @@ BAD_CONFIGS = [
     ({"bogus": 1}, TypeError, r"Unrecognized keyword arguments.*\{'bogus': 1\}"),
     ({"causal_alignmnet": "top_left"}, TypeError, r"Unrecognized keyword.*causal_alignmnet"),
     ({"use_scale": "yes"}, TypeError, r"argument use_scale.*Received: use_scale='yes'"),
-    ({"causal": 1}, TypeError, r"argument causal.*Received: causal=1"),
+    ({"causal": "yes"}, TypeError, r"argument causal.*Received: causal='yes'"),
     ({"dropout": "0.1"}, TypeError, r"argument dropout.*Received: dropout='0.1'"),
     ({"dropout": 1.5}, TypeError, r"argument dropout.*Received: dropout=1.5"),
     ({"seed": 1.5}, TypeError, r"argument seed.*Received: seed=1.5"),

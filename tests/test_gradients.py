@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from keras import ops
 
-from luong_attention import LuongAttention, _blocked, functional
-from tests.helpers import finite_differences, supported_paths, value_and_grad
+from luong_attention import LuongAttention, _validation
+from tests.helpers import finite_differences, small_blocks, supported_paths, value_and_grad
 from tests.reference import reference_attention
 
 B, TQ, TV, D = 2, 3, 4, 3
@@ -33,12 +33,12 @@ WEIGHTS = {
 
 
 @pytest.fixture(autouse=True, params=["saved", "recomputed"])
-def small_blocks(request, monkeypatch):
-    monkeypatch.setattr(_blocked, "BLOCK_SIZE_OVERRIDE", 2)
-    # The blocked path's two backward passes: weights kept from the forward
-    # pass, and recomputed block by block (what long inputs get).
-    if request.param == "recomputed":
-        monkeypatch.setattr(_blocked, "SAVE_WEIGHTS_BELOW_BYTES", 0)
+def blocks(request, monkeypatch):
+    # Blocks of 2 rows for the layer's blocked path, and both its backward
+    # passes: weights kept from the forward pass, and recomputed block by
+    # block (what long inputs get).
+    recompute = request.param == "recomputed"
+    return small_blocks(2, recompute_weights=recompute, monkeypatch=monkeypatch)
 
 
 def _reference_loss(score_mode, causal_alignment, **arrays):
@@ -57,10 +57,10 @@ def _reference_loss(score_mode, causal_alignment, **arrays):
     return float(np.sum(output * R))
 
 
-@pytest.mark.parametrize("causal_alignment", functional.CAUSAL_ALIGNMENTS)
+@pytest.mark.parametrize("causal_alignment", _validation.CAUSAL_ALIGNMENTS)
 @pytest.mark.parametrize(
     "score_mode,implementation",
-    [(mode, path) for mode in functional.SCORE_MODES for path in supported_paths(score_mode=mode)],
+    [(mode, path) for mode in _validation.SCORE_MODES for path in supported_paths(score_mode=mode)],
 )
 def test_layer_gradients_match_finite_differences(score_mode, implementation, causal_alignment):
     layer = LuongAttention(
@@ -79,7 +79,11 @@ def test_layer_gradients_match_finite_differences(score_mode, implementation, ca
 
     def loss(query, value, key, *weights):
         output, _ = layer.stateless_call(
-            list(weights), [], [query, value, key], mask=[QUERY_MASK, VALUE_MASK, None]
+            list(weights),
+            [],
+            [query, value, key],
+            mask=[QUERY_MASK, VALUE_MASK, None],
+            training=True,  # where the blocked path uses its own backward pass
         )
         return ops.sum(output * projection)
 

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from tests.helpers import finite_differences, run_subprocess
+from tests.helpers import finite_differences, run_subprocess, small_blocks
 
 
 def test_run_subprocess_returns_the_output_and_status():
@@ -48,3 +48,14 @@ def test_finite_differences_of_a_known_function():
     grads = finite_differences(lambda x, y: float(np.sum(x**2) * y), arrays, ["x", "y"])
     np.testing.assert_allclose(grads[0], [6.0, -12.0], rtol=1e-6)
     np.testing.assert_allclose(grads[1], 5.0, rtol=1e-6)
+
+
+def test_small_blocks_are_the_blocked_default_only_when_asked(monkeypatch):
+    from luong_attention.kernels import blocked
+
+    options = small_blocks(3, recompute_weights=True)
+    assert (options.block_size, options.chain_above_bytes) == (3, 0)
+    assert options.save_weights_below_bytes == 0
+    assert blocked.BlockedOptions() != options
+    small_blocks(3, recompute_weights=True, monkeypatch=monkeypatch)
+    assert blocked.BlockedOptions() == options

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from keras import ops
 
-from luong_attention import LuongAttention, _blocked, functional
-from tests.helpers import supported_paths, to_numpy, value_and_grad
+from luong_attention import LuongAttention, _validation
+from tests.helpers import small_blocks, supported_paths, to_numpy, value_and_grad
 from tests.reference import reference_attention
 
 POLICIES = ("float32", "float16", "bfloat16", "mixed_float16", "mixed_bfloat16")
@@ -33,8 +33,9 @@ QUERY_MASK = np.array([[1, 1, 1, 0, 1], [1] * TQ], bool)
 
 
 @pytest.fixture(autouse=True)
-def small_blocks(monkeypatch):
-    monkeypatch.setattr(_blocked, "BLOCK_SIZE_OVERRIDE", 2)
+def blocks(monkeypatch):
+    # The layer has no blocked_options: blocks of 2 rows become the default.
+    return small_blocks(2, monkeypatch=monkeypatch)
 
 
 def _inputs(seed=0, query_scale=1.0):
@@ -72,7 +73,7 @@ def _dtype(x):
 
 @pytest.mark.parametrize(
     "score_mode,implementation",
-    [(mode, path) for mode in functional.SCORE_MODES for path in supported_paths(score_mode=mode)],
+    [(mode, path) for mode in _validation.SCORE_MODES for path in supported_paths(score_mode=mode)],
 )
 @pytest.mark.parametrize("policy", POLICIES)
 def test_outputs_within_tolerance_of_the_float64_reference(policy, score_mode, implementation):
@@ -141,7 +142,9 @@ def test_fully_masked_rows_have_zero_outputs_and_finite_gradients(policy, implem
     layer = _layer(policy, implementation, "general")
 
     def loss(query, value, key):
-        out = layer([query, value, key], mask=[None, VALUE_MASK], use_causal_mask=True)
+        out = layer(
+            [query, value, key], mask=[None, VALUE_MASK], use_causal_mask=True, training=True
+        )
         return ops.sum(ops.cast(out, "float32"))
 
     total, grads = value_and_grad(loss, query, value, key)

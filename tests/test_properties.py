@@ -2,7 +2,7 @@
 
 Hypothesis draws a problem (rank 3-5, sizes from 1, score mode, key or not,
 masks with fully-masked rows, causal with either alignment, an attention
-mask, a scale); each implementation path in `functional.IMPLEMENTATIONS`
+mask, a scale); each implementation path in `_validation.IMPLEMENTATIONS`
 must give the reference's outputs, weights (where it returns them) and
 gradients, and nothing non-finite. A path that does not support a
 combination (`tests.helpers.supported_paths`) is left out of that example;
@@ -13,16 +13,20 @@ differences of the float64 reference. The number of examples comes from the
 hypothesis profile (tests/conftest.py: "ci" by default, "dev" for more).
 """
 
-from unittest import mock
-
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from keras import ops
 
-from luong_attention import _blocked, functional, luong_attention
-from tests.helpers import finite_differences, supported_paths, to_numpy, value_and_grad
+from luong_attention import _validation, luong_attention
+from tests.helpers import (
+    finite_differences,
+    small_blocks,
+    supported_paths,
+    to_numpy,
+    value_and_grad,
+)
 from tests.reference import reference_attention
 
 pytestmark = pytest.mark.filterwarnings("ignore:You are using a softmax over axis -1:UserWarning")
@@ -34,12 +38,6 @@ GRAD_ATOL = GRAD_RTOL = 2e-4
 BATCH_SIZES = (1, 2)
 LENGTHS = (1, 3)
 DIMS = (1, 2)
-
-
-@pytest.fixture(autouse=True)
-def small_blocks(monkeypatch):
-    # Blocks of 2 query rows: the blocked path crosses block boundaries.
-    monkeypatch.setattr(_blocked, "BLOCK_SIZE_OVERRIDE", 2)
 
 
 def _mask(draw, rng, batch, length, prefix):
@@ -57,7 +55,7 @@ def problems(draw):
     rank = draw(st.integers(3, 5))
     batch = tuple(draw(st.sampled_from(BATCH_SIZES)) for _ in range(rank - 2))
     tq, tv = draw(st.sampled_from(LENGTHS)), draw(st.sampled_from(LENGTHS))
-    score_mode = draw(st.sampled_from(functional.SCORE_MODES))
+    score_mode = draw(st.sampled_from(_validation.SCORE_MODES))
     given_key = draw(st.booleans())
     dv = draw(st.sampled_from(DIMS))
     dk = draw(st.sampled_from(DIMS)) if given_key else dv
@@ -73,7 +71,7 @@ def problems(draw):
         "key_mask": _mask(draw, rng, batch, tv, prefix),
         "attention_mask": None,
         "causal": draw(st.booleans()),
-        "causal_alignment": draw(st.sampled_from(functional.CAUSAL_ALIGNMENTS)),
+        "causal_alignment": draw(st.sampled_from(_validation.CAUSAL_ALIGNMENTS)),
         "score_mode": score_mode,
         "scale": draw(st.sampled_from([None, 0.5, 1.7])),
     }
@@ -111,10 +109,14 @@ def _finite_difference_grads(problem, names):
     return finite_differences(loss, {n: problem[n] for n in names}, names)
 
 
-def _call(problem, implementation, **overrides):
+def _call(problem, implementation, blocks=None, **overrides):
+    """`luong_attention` on the problem; the blocked path in blocks of 2 rows."""
     args = {**problem, **overrides}
     query, value, key = args.pop("query"), args.pop("value"), args.pop("key")
-    return luong_attention(query, value, key, implementation=implementation, **args)
+    blocks = small_blocks() if blocks is None else blocks
+    return luong_attention(
+        query, value, key, implementation=implementation, blocked_options=blocks, **args
+    )
 
 
 def _differentiable(problem):
@@ -125,11 +127,13 @@ def _differentiable(problem):
     return names
 
 
-def _loss_and_grads(problem, implementation, names):
+def _loss_and_grads(problem, implementation, names, blocks):
+    """In training, where the blocked path uses its own backward pass."""
     projection = ops.convert_to_tensor(_projection(problem).astype("float32"))
 
     def loss(*tensors):
-        out = _call(problem, implementation, **dict(zip(names, tensors, strict=True)))
+        arrays = dict(zip(names, tensors, strict=True))
+        out = _call(problem, implementation, blocks, training=True, **arrays)
         return ops.sum(out * projection)
 
     return value_and_grad(loss, *[np.asarray(problem[n], "float32") for n in names])
@@ -164,12 +168,13 @@ def test_gradients_match_finite_differences_of_the_reference(problem):
     expected = _finite_difference_grads(problem, names)
     # The blocked path also with its long-input backward pass, which
     # recomputes the weights instead of keeping them.
-    default = _blocked.SAVE_WEIGHTS_BELOW_BYTES
     paths = supported_paths(**problem)
-    runs = [(name, default) for name in paths] + [("blocked", 0)] * ("blocked" in paths)
-    for implementation, save_below in runs:
-        with mock.patch.object(_blocked, "SAVE_WEIGHTS_BELOW_BYTES", save_below):
-            _, grads = _loss_and_grads(problem, implementation, names)
+    runs = [(name, small_blocks()) for name in paths]
+    if "blocked" in paths:
+        runs.append(("blocked", small_blocks(recompute_weights=True)))
+    for implementation, blocks in runs:
+        _, grads = _loss_and_grads(problem, implementation, names, blocks)
+        save_below = blocks.save_weights_below_bytes
         for name, grad, want in zip(names, grads, expected, strict=True):
             message = f"{implementation} (weights saved below {save_below} bytes): d/d{name}"
             assert np.all(np.isfinite(grad)), message

@@ -1,0 +1,88 @@
+"""MkDocs hooks: the figures and tables of the site, generated from result files.
+
+The benchmark (`nox -s bench`) and the examples (`nox -s examples`) write their
+results under `benchmarks/results/`. At build time this hook
+
+- publishes every figure found there under `generated/` (so pages link
+  `generated/bench.png`, `generated/examples/jax/dates_attention.png`);
+- replaces `<!-- generated: benchmark-tables -->` with every Markdown table
+  the benchmark wrote (`benchmarks/results/*.md`), and
+  `<!-- generated: examples-table -->` with a table built from the examples'
+  JSON summaries (`benchmarks/results/examples/<backend>/*.json`).
+
+A marker whose data is missing is an error, so the site never shows a table
+that was typed by hand or silently left out.
+"""
+
+import json
+from pathlib import Path
+
+from mkdocs.exceptions import PluginError
+from mkdocs.structure.files import File
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+BACKENDS = {"jax": "JAX", "torch": "PyTorch", "tensorflow": "TensorFlow"}
+
+
+def on_files(files, config):
+    for path in sorted(RESULTS.rglob("*.png")):
+        uri = "generated/" + path.relative_to(RESULTS).as_posix()
+        files.append(File.generated(config, uri, abs_src_path=str(path)))
+    return files
+
+
+def on_page_markdown(markdown, page, config, files):
+    replacements = {
+        "<!-- generated: benchmark-tables -->": _benchmark_tables,
+        "<!-- generated: examples-table -->": _examples_table,
+    }
+    for marker, make in replacements.items():
+        if marker in markdown:
+            markdown = markdown.replace(marker, make())
+    return markdown
+
+
+def _benchmark_tables():
+    tables = sorted(RESULTS.glob("*.md"))
+    if not tables:
+        raise PluginError(f"No benchmark tables in {RESULTS}: run `nox -s bench`")
+    parts = []
+    for path in tables:
+        rel = path.relative_to(ROOT).as_posix()
+        parts.append(f"### `{rel}`\n\n{path.read_text(encoding='utf-8').strip()}\n")
+    return "\n".join(parts)
+
+
+def _examples_table():
+    runs = {}
+    for path in sorted((RESULTS / "examples").glob("*/*.json")):
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        runs[(summary["script"], summary["backend"])] = summary
+    if not runs:
+        raise PluginError(
+            "No example results in benchmarks/results/examples: run `nox -s examples`"
+        )
+    backends = [b for b in BACKENDS if any(backend == b for _, backend in runs)]
+    header = "| script | measure | " + " | ".join(BACKENDS[b] for b in backends) + " |"
+    lines = [header, "|---|---|" + "---|" * len(backends)]
+    for script in sorted({script for script, _ in runs}):
+        cells = [runs.get((script, b)) for b in backends]
+        first = next(c for c in cells if c)
+        lines.append(
+            f"| `{script}` | {first['metric']}, {first['test_samples']:,} held-out | "
+            + " | ".join(f"{c['accuracy']:.1%}" if c else "—" for c in cells)
+            + " |"
+        )
+        lines.append(
+            "| | wall time | "
+            + " | ".join(f"{c['wall_time_s']:.0f} s" if c else "—" for c in cells)
+            + " |"
+        )
+    keras_versions = sorted({s["keras"] for s in runs.values()})
+    lines.append("")
+    lines.append(
+        f"Keras {', '.join(keras_versions)}; default arguments of each script "
+        "(`nox -s examples`), one run per backend."
+    )
+    return "\n".join(lines)

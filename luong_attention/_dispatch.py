@@ -1,0 +1,152 @@
+"""Which path computes a call: what each path supports, and the "auto" choice.
+
+`unsupported_reason` is the one definition of what each path supports;
+`choose_path` the one place a path is chosen. "auto" reads the measured
+ranking of the paths for the call's regime from `auto_table.json`, which
+`nox -s bench` writes (see `benchmarks/`), and honours
+`keras.config.enable_flash_attention()` / `disable_flash_attention()` as
+`keras.layers.MultiHeadAttention` does. Where the backends' ops really
+differ, `kernel_options` says so here, not in the kernels.
+"""
+
+import functools
+import importlib.resources
+import json
+from typing import NamedTuple
+
+import keras
+
+from luong_attention._validation import LOW_PRECISION
+
+PATHS = ("reference", "fused", "blocked")
+MASK_KINDS = ("none", "padding", "causal", "causal+padding")
+# Length regime of a call whose lengths are unknown when it is traced.
+_UNKNOWN_LENGTH_REGIME = "256"
+
+
+class Call(NamedTuple):
+    """What the choice of a path depends on; hashable, so choices are cached."""
+
+    score_mode: str = "dot"
+    dropout_active: bool = False
+    return_attention_scores: bool = False
+    q_len: int | None = None  # None: unknown when traced
+    kv_len: int | None = None
+    empty: bool = False  # some dim is 0
+    masked: bool = False  # a value, key or attention mask
+    causal: bool = False
+    dtype: str = "float32"
+    training: bool = False
+
+
+def unsupported_reason(path, call):
+    """Why `path` cannot compute `call`, or None if it can."""
+    if path == "reference":
+        return None
+    if call.score_mode == "concat":
+        return "score_mode='concat' (it needs the full (Tq, Tv) tanh term)"
+    if call.dropout_active:
+        return "dropout in training (it drops individual attention weights)"
+    if call.return_attention_scores:
+        return "return_attention_scores=True (it never materialises the weights)"
+    if path == "blocked" and (call.q_len is None or call.kv_len is None):
+        return "unknown (None) Tq or Tv at trace time (its blocks are static)"
+    return None
+
+
+def choose_path(implementation, call):
+    """The path that computes `call`: `implementation`, or what "auto" picks.
+
+    An empty input (a dim of size 0) goes to the reference path whatever
+    was asked: there is nothing to compute, and the other paths cannot
+    reshape or reduce it. A named path that cannot compute the call raises
+    `ValueError`.
+    """
+    if call.empty:
+        return "reference"
+    if implementation == "auto":
+        return _auto(call, keras.config.is_flash_attention_enabled(), keras.backend.backend())
+    reason = unsupported_reason(implementation, call)
+    if reason is not None:
+        raise ValueError(
+            f"Invalid value for argument implementation. implementation="
+            f"{implementation!r} does not support {reason}; use 'reference' "
+            f"or 'auto'. Received: implementation={implementation!r}"
+        )
+    return implementation
+
+
+@functools.lru_cache(maxsize=1024)
+def _auto(call, flash, backend):
+    supported = [p for p in PATHS if unsupported_reason(p, call) is None]
+    if flash is False:
+        supported = [p for p in supported if p != "fused"]
+    elif flash is True and "fused" in supported:
+        return "fused"
+    mask = ("causal+" if call.causal else "") + ("padding" if call.masked else "")
+    ranked = ranking(
+        backend=backend,
+        device=device_kind(),
+        length=length_regime(call.q_len, call.kv_len),
+        mask=mask or "none",
+        dtype="low" if call.dtype in LOW_PRECISION else "float32",
+        mode="train" if call.training else "infer",
+    )
+    return next((p for p in ranked if p in supported), "reference")
+
+
+@functools.cache
+def _table():
+    source = importlib.resources.files("luong_attention") / "auto_table.json"
+    return json.loads(source.read_text(encoding="utf-8"))
+
+
+def length_regime(q_len, kv_len):
+    """The name of the length regime of the table that `max(Tq, Tv)` falls in."""
+    if q_len is None or kv_len is None:
+        return _UNKNOWN_LENGTH_REGIME
+    length = max(q_len, kv_len)
+    for bound, name in _table()["length_regimes"]:
+        if bound is None or length <= bound:
+            return name
+    raise ValueError(f"auto_table.json has no length regime for length {length}")
+
+
+def ranking(*, backend, device, length, mask, dtype, mode):
+    """The paths, fastest first, measured for one regime (from `auto_table.json`)."""
+    return _rankings().get((backend, device, length, mask, dtype, mode), ("reference",))
+
+
+@functools.cache
+def _rankings():
+    keys = ("backend", "device", "length", "mask", "dtype", "mode")
+    return {tuple(row[k] for k in keys): tuple(row["paths"]) for row in _table()["rankings"]}
+
+
+@functools.cache
+def device_kind():
+    """`"gpu"` where the backend computes on an accelerator by default, else `"cpu"`."""
+    try:
+        devices = keras.distribution.list_devices()
+    except AttributeError:  # no distribution support on this backend (PyTorch)
+        devices = [str(getattr(keras.ops.zeros(()), "device", "cpu"))]
+    name = str(devices[0]).lower() if devices else "cpu"
+    return "gpu" if ("gpu" in name or "cuda" in name or "tpu" in name) else "cpu"
+
+
+@functools.cache
+def kernel_options(backend):
+    """Keyword arguments of the kernels where this backend's ops differ.
+
+    - fused `equal_depths`: `jax.nn.dot_product_attention` needs one depth
+      for query, key and value.
+    - fused scores in float32: Keras's TensorFlow op takes the score einsum
+      in the input dtype, where float16 overflows past 65504.
+    - blocked `chain_slices`: TensorFlow copies each slice as soon as its
+      input is ready, so the slices of every block would exist at once.
+    """
+    return {
+        "fused_equal_depths": backend == "jax",
+        "fused_float32": backend == "tensorflow",
+        "blocked_chain_slices": backend == "tensorflow",
+    }

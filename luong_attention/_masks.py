@@ -1,0 +1,70 @@
+"""Mask algebra: every mask as a boolean tensor that broadcasts against the scores.
+
+Scores have shape `(batch..., Tq, Tv)`. A sequence mask `(batch..., T)` of
+the keys becomes `(batch..., 1, Tv)`, one of the queries `(batch..., Tq, 1)`;
+the causal mask is `(Tq, Tv)` and is built by `causal_mask` alone, for every
+implementation path.
+"""
+
+import keras
+from keras import ops
+
+
+def as_bool(mask):
+    """`mask` as a boolean tensor; ints and floats count nonzero as True."""
+    mask = ops.convert_to_tensor(mask)
+    if keras.backend.standardize_dtype(mask.dtype) != "bool":
+        mask = ops.not_equal(mask, 0)
+    return mask
+
+
+def sequence_mask(mask, input_rank, batch_rank):
+    """A `(b..., T)` mask of an input of rank `input_rank`, as `batch_rank + 1` dims.
+
+    A mask may leave out trailing batch dims of its input, such as
+    `(batch_size, T)` for a `(batch_size, heads, T, dim)` input: size-1 axes
+    go in before the time dim, so it broadcasts over heads. An input with
+    fewer batch dims than the call's (NumPy broadcasting) gets leading
+    size-1 axes.
+    """
+    mask = as_bool(mask)
+    for _ in range(input_rank - 1 - len(mask.shape)):
+        mask = ops.expand_dims(mask, axis=-2)
+    for _ in range(batch_rank + 2 - input_rank):
+        mask = ops.expand_dims(mask, axis=0)
+    return mask
+
+
+def causal_mask(q_len, kv_len, offset, rows=None, cols=None):
+    """Boolean mask, True where query i may see key j: `j <= i + offset`.
+
+    `offset` is 0 for top-left alignment and `Tv - Tq` for bottom-right.
+    `rows` and `cols` are `(start, stop)` ranges of a tile (default: all),
+    so the blocked path builds the same mask for each of its tiles.
+    """
+    r0, r1 = rows if rows is not None else (0, q_len)
+    k0, k1 = cols if cols is not None else (0, kv_len)
+    row_index = ops.expand_dims(ops.arange(r0, r1, dtype="int32"), -1) + offset
+    col_index = ops.expand_dims(ops.arange(k0, k1, dtype="int32"), 0)
+    return ops.less_equal(col_index, row_index)
+
+
+def conjoin(*masks):
+    """The logical AND of the masks that are not None (None if all are)."""
+    result = None
+    for mask in masks:
+        if mask is not None:
+            result = mask if result is None else ops.logical_and(result, mask)
+    return result
+
+
+def key_side_mask(key_masks, attention_mask):
+    """One boolean `(batch..., Tq or 1, Tv)` mask of the keys each query may see.
+
+    `key_masks` are expanded sequence masks (see `sequence_mask`) of the
+    keys; the causal part is left to each path (see `causal_mask`).
+    """
+    masks = [ops.expand_dims(m, axis=-2) for m in key_masks if m is not None]
+    if attention_mask is not None:
+        masks.append(as_bool(attention_mask))
+    return conjoin(*masks)

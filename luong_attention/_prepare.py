@@ -1,0 +1,147 @@
+"""Input preparation, done once per call before any kernel runs.
+
+- Batch dims: inputs of lower rank get leading size-1 dims; for the paths
+  that flatten the batch (fused, blocked) size-1 dims are broadcast out.
+- Masks: every key-side mask ANDed into one boolean mask; keys and values
+  that no query may see are zeroed, so a NaN or inf in padding never
+  reaches the output.
+- Precision: the dtypes each path computes in (scores and softmax in
+  float32 under float16/bfloat16).
+- Scores: `W_a` (the "general" score) folded into the query, and for the
+  fused and blocked paths the scale too.
+"""
+
+from typing import Any, NamedTuple
+
+from keras import ops
+
+from luong_attention import _masks
+from luong_attention._validation import LOW_PRECISION, dtype_name, static_dims
+
+
+class Masks(NamedTuple):
+    """The masks of one call, as given (any may be None)."""
+
+    query: Any = None
+    value: Any = None
+    key: Any = None
+    attention: Any = None
+
+
+class Prepared(NamedTuple):
+    """What a kernel needs: tensors in their working dtype and one key-side mask."""
+
+    query: Any
+    key: Any
+    value: Any
+    mask: Any  # boolean, broadcastable to (batch..., Tq, Tv); no causal part
+    causal_offset: Any  # None when not causal; else key j is seen by row i iff j <= i + offset
+    query_keep: Any  # boolean (batch..., Tq, 1), or None: output rows to keep
+
+
+def working_dtypes(path, dtype, *, fused_float32):
+    """`(score dtype, value dtype)` a path computes in for inputs of `dtype`.
+
+    The reference path takes scores and softmax in float32 under low
+    precision and multiplies the values in their own dtype; the blocked path
+    does everything in float32; the fused path hands the backend kernel its
+    own dtype (its softmax accumulates in float32) unless `fused_float32`.
+    """
+    if dtype not in LOW_PRECISION:
+        return dtype, dtype
+    if path == "reference":
+        return "float32", dtype
+    if path == "blocked" or fused_float32:
+        return "float32", "float32"
+    return dtype, dtype
+
+
+def prepare(query, value, key, masks, *, batch_shape, causal_offset, flat_batch):
+    """Returns the `Prepared` tensors of a call.
+
+    `batch_shape` is the static broadcast batch shape (from validation);
+    `flat_batch` says whether the path needs every input at that full batch
+    shape (it flattens the batch dims).
+    """
+    batch_rank = len(batch_shape)
+    ranks = [len(t.shape) for t in (query, value, key)]
+    query, value, key = (_with_batch_rank(t, batch_rank) for t in (query, value, key))
+    if flat_batch:
+        query, value, key = _broadcast_batch(query, value, key, batch_shape)
+    key_masks = [
+        _masks.sequence_mask(m, rank, batch_rank)
+        for m, rank in ((masks.value, ranks[1]), (masks.key, ranks[2]))
+        if m is not None
+    ]
+    if key_masks:
+        keep = ops.expand_dims(_masks.conjoin(*key_masks), -1)
+        key_is_value = key is value
+        value = ops.where(keep, value, ops.zeros_like(value))
+        key = value if key_is_value else ops.where(keep, key, ops.zeros_like(key))
+    query_keep = None
+    if masks.query is not None:
+        query_keep = ops.expand_dims(_masks.sequence_mask(masks.query, ranks[0], batch_rank), -1)
+    return Prepared(
+        query=query,
+        key=key,
+        value=value,
+        mask=_masks.key_side_mask(key_masks, masks.attention),
+        causal_offset=causal_offset,
+        query_keep=query_keep,
+    )
+
+
+def cast_for_path(prepared, score_dtype, value_dtype):
+    """`prepared` with query and key in `score_dtype`, value in `value_dtype`."""
+    return prepared._replace(
+        query=_cast(prepared.query, score_dtype),
+        key=_cast(prepared.key, score_dtype),
+        value=_cast(prepared.value, value_dtype),
+    )
+
+
+def fold_query(query, *, general_score_weight=None, scale=None):
+    """`query . W_a`, times `scale`: the scores become `folded_query . key`."""
+    if general_score_weight is not None:
+        query = ops.matmul(query, _cast(general_score_weight, query.dtype))
+    if scale is not None:
+        query = query * _cast(scale, query.dtype)
+    return query
+
+
+def _cast(x, dtype):
+    if x is None or isinstance(x, (int, float)) or dtype_name(x.dtype) == dtype:
+        return x
+    return ops.cast(x, dtype)
+
+
+def _with_batch_rank(x, batch_rank):
+    for _ in range(batch_rank + 2 - len(x.shape)):
+        x = ops.expand_dims(x, 0)
+    return x
+
+
+def _broadcast_batch(query, value, key, batch_shape):
+    """The three inputs with batch dims broadcast to one shape (size-1 dims expanded)."""
+    tensors = (query, value, key)
+    statics = [static_dims(t.shape)[:-2] for t in tensors]
+    if all(s == tuple(batch_shape) for s in statics) and None not in batch_shape:
+        return tensors
+    target = []
+    for i, dim in enumerate(batch_shape):
+        if dim is None:
+            # Unknown here: take it from an input where it is not 1.
+            source = next(t for t, s in zip(tensors, statics, strict=True) if s[i] != 1)
+            dim = ops.shape(source)[i]
+        target.append(dim)
+    out = []
+    for t, s in zip(tensors, statics, strict=True):
+        if any(d == 1 and b != 1 for d, b in zip(s, batch_shape, strict=True)):
+            t = ops.broadcast_to(t, (*target, *ops.shape(t)[-2:]))
+        out.append(t)
+    return tuple(out)
+
+
+def cast_like(x, reference):
+    """A scalar weight `x` (tensor, float or None) in the dtype of `reference`."""
+    return _cast(x, dtype_name(reference.dtype))
