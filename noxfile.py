@@ -163,14 +163,35 @@ def crossbackend(session):
     )
 
 
-@nox.session(default=False)
+@nox.session(venv_backend="none", default=False)
 def bench(session):
-    """Benchmark time and memory against Keras's attention on all three backends (CPU)."""
-    # One environment holds the three backends (as in Keras's own CI); the
-    # script measures each in its own subprocess.
-    _install_cpu(session, "torch", "bench")
-    session.install(*CPU_REQUIREMENTS["jax"], *CPU_REQUIREMENTS["tensorflow"])
-    session.run("python", "benchmarks/bench.py", *session.posargs)
+    """Benchmark grid, end to end and overhead on all three backends; writes the auto table."""
+    # Reuses the tests sessions' venvs (one per backend, as crossbackend does):
+    # each already holds its backend, this package (editable) and matplotlib,
+    # and one venv with all three backends would install them a second time
+    # and pin numpy/protobuf for TensorFlow and PyTorch together. grid.py runs
+    # each backend in its own process with that venv's Python.
+    # Options after `--`: --quick, --only BACKEND, --rounds N (see grid.py -h).
+    pythons = {}
+    for backend in BACKENDS:
+        env_var = f"BENCH_PYTHON_{backend.upper()}"
+        python = os.environ.get(env_var) or os.path.join(
+            ".nox", f"tests-backend-{backend}", "bin", "python"
+        )
+        if not os.path.exists(python):
+            session.error(
+                f"No {backend} environment at {python}: run `nox -s tests` first "
+                f"(or set {env_var} to a Python that has {backend}, keras and this package)"
+            )
+        pythons[backend] = python
+    session.run(
+        pythons["jax"],
+        "benchmarks/grid.py",
+        *(f"--python={backend}={python}" for backend, python in pythons.items()),
+        *session.posargs,
+        external=True,
+    )
+    session.run(pythons["jax"], "benchmarks/report.py", external=True)
 
 
 @nox.session(default=False)

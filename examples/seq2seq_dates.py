@@ -107,9 +107,12 @@ def encode(pairs):
     return enc, dec, target
 
 
-def build_models(units=32, embed_dim=32):
+def build_models(units=32, embed_dim=32, attention=None):
     """The training model (teacher forcing) and the same graph also returning
-    the attention weights."""
+    the attention weights. `attention`: the attention layer (default
+    `LuongAttention(score_mode="general")`; benchmarks/grid.py passes others)."""
+    if attention is None:
+        attention = LuongAttention(score_mode="general")
     enc_tokens = keras.Input(shape=(None,), dtype="int32", name="encoder_tokens")
     dec_tokens = keras.Input(shape=(None,), dtype="int32", name="decoder_tokens")
     enc_mask = ops.not_equal(enc_tokens, 0)
@@ -127,7 +130,7 @@ def build_models(units=32, embed_dim=32):
         dec_embedded, initial_state=encoder_last
     )
 
-    context, weights = LuongAttention(score_mode="general")(
+    context, weights = attention(
         [decoder_states, encoder_states],
         mask=[None, enc_mask],
         return_attention_scores=True,

@@ -106,8 +106,12 @@ def make_pairs(n, rng, vocabulary, length):
     return first, second, labels
 
 
-def build_model(vocab_size, embed_dim=32, filters=64):
-    """The CNN + attention model of the tf.keras.layers.Attention docs."""
+def build_model(vocab_size, embed_dim=32, filters=64, attention=None):
+    """The CNN + attention model of the tf.keras.layers.Attention docs.
+    `attention`: the attention layer (default `LuongAttention(use_scale=True)`;
+    benchmarks/grid.py passes others)."""
+    if attention is None:
+        attention = LuongAttention(use_scale=True)
     query_input = keras.Input(shape=(None,), dtype="int32", name="query")
     value_input = keras.Input(shape=(None,), dtype="int32", name="value")
     query_mask = ops.not_equal(query_input, 0)
@@ -119,7 +123,7 @@ def build_model(vocab_size, embed_dim=32, filters=64):
     value_seq_encoding = cnn_layer(token_embedding(value_input))
 
     # (batch_size, Tq, filters): each query word's view of the other sentence.
-    query_value_attention_seq = LuongAttention(use_scale=True)(
+    query_value_attention_seq = attention(
         [query_seq_encoding, value_seq_encoding], mask=[query_mask, value_mask]
     )
 

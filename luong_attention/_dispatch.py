@@ -83,7 +83,7 @@ def _auto(call, flash, backend):
         supported = [p for p in supported if p != "fused"]
     elif flash is True and "fused" in supported:
         return "fused"
-    mask = ("causal+" if call.causal else "") + ("padding" if call.masked else "")
+    mask = "+".join(kind for kind, on in (("causal", call.causal), ("padding", call.masked)) if on)
     ranked = ranking(
         backend=backend,
         device=device_kind(),

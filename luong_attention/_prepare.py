@@ -76,8 +76,8 @@ def prepare(query, value, key, masks, *, batch_shape, causal_offset, flat_batch)
     if key_masks:
         keep = ops.expand_dims(_masks.conjoin(*key_masks), -1)
         key_is_value = key is value
-        value = ops.where(keep, value, ops.zeros_like(value))
-        key = value if key_is_value else ops.where(keep, key, ops.zeros_like(key))
+        value = ops.where(keep, value, 0.0)
+        key = value if key_is_value else ops.where(keep, key, 0.0)
     query_keep = None
     if masks.query is not None:
         query_keep = ops.expand_dims(_masks.sequence_mask(masks.query, ranks[0], batch_rank), -1)

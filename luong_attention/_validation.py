@@ -51,9 +51,17 @@ def check_option(name, value, allowed):
 
 
 def as_flag(value, name):
-    """A Python bool from any Python or NumPy scalar (`1`, `np.True_`, ...)."""
+    """A Python bool from any Python or NumPy scalar (`1`, `np.True_`, ...).
+
+    Keras's `Layer.__call__` turns NumPy scalars among the call arguments
+    into 0-d tensors, so a concrete 0-d tensor counts as a scalar too.
+    """
     if isinstance(value, (bool, np.bool_, numbers.Number)) and np.ndim(value) == 0:
         return bool(value)
+    if keras.ops.is_tensor(value) and tuple(value.shape) == ():
+        dtype = dtype_name(value.dtype)
+        if dtype == "bool" or "int" in dtype or "float" in dtype:
+            return bool(keras.ops.convert_to_numpy(value))
     raise wrong_type(name, "a bool (or a number, nonzero meaning True)", value)
 
 
@@ -183,22 +191,28 @@ def check_inputs(query, value, key, score_mode):
     return batch_shape
 
 
-def check_sequence_mask(mask, name, tensor_shape):
+def check_sequence_mask(mask, name, tensor_shape, batch_shape):
     """Checks that a sequence mask fits its input.
 
     A mask of `tensor_shape[:-1]` fits, and so does any shorter prefix ending
     in the time dim, such as `(batch_size, T)` for a `(batch_size, heads, T,
     dim)` input: it is broadcast over the dims it leaves out. Size-1 dims
-    broadcast too.
+    broadcast, and where the input's batch dim is 1 the mask may have the
+    size the batch dims broadcast to (`batch_shape`).
     """
     if mask is None:
         return
     shape = static_dims(mask.shape)
     target = static_dims(tensor_shape)[:-1]
+    own_batch = len(target) - 1
+    broadcast = tuple(batch_shape)[len(batch_shape) - own_batch :] if own_batch else ()
     rank = len(shape)
+    allowed = [{t, b} for t, b in zip(target[: rank - 1], broadcast[: rank - 1], strict=True)] + [
+        {target[-1]}
+    ]
     fits = 1 <= rank <= len(target) and all(
-        m == 1 or _compatible(m, t)
-        for m, t in zip(shape, target[: rank - 1] + target[-1:], strict=True)
+        m == 1 or any(_compatible(m, t) for t in options)
+        for m, options in zip(shape, allowed, strict=True)
     )
     if not fits:
         raise ValueError(

@@ -6,6 +6,8 @@ arguments, `_dispatch` picks the path, `_prepare` readies the tensors, and
 a kernel in `kernels/` computes.
 """
 
+from typing import NamedTuple
+
 import keras
 from keras import ops
 
@@ -90,7 +92,7 @@ def luong_attention(
         to gets zero weights and a zero output. Scores and softmax are
         computed in float32 for float16 and bfloat16 inputs.
 
-    Example:
+    Examples:
 
     >>> import numpy as np
     >>> query = np.ones((2, 3, 4), "float32")
@@ -99,54 +101,39 @@ def luong_attention(
     >>> tuple(output.shape)
     (2, 3, 4)
     """
-    _validation.check_option("score_mode", score_mode, SCORE_MODES)
-    _validation.check_option("causal_alignment", causal_alignment, CAUSAL_ALIGNMENTS)
-    _validation.check_option("implementation", implementation, IMPLEMENTATIONS)
-    dropout = _validation.as_dropout(dropout)
-    causal = _validation.as_flag(causal, "causal")
-    training = False if training is None else _validation.as_flag(training, "training")
-    return_attention_scores = _validation.as_flag(
-        return_attention_scores, "return_attention_scores"
-    )
-    if blocked_options is not None and not isinstance(blocked_options, BlockedOptions):
-        raise _validation.wrong_type("blocked_options", "a BlockedOptions or None", blocked_options)
-
     for name, tensor in (("query", query), ("value", value), ("key", key)):
         if tensor is not None or name != "key":
             _validation.check_input(tensor, name)
+    masks = _prepare.Masks(query_mask, value_mask, key_mask, attention_mask)
+    options = _Options(
+        score_mode,
+        causal_alignment,
+        implementation,
+        dropout,
+        causal,
+        training,
+        return_attention_scores,
+        blocked_options,
+    )
+    score_weights = (scale, concat_score_weight, general_score_weight)
+    signature = _signature((query, value, key), masks, score_weights, options)
+    checked = _CHECKED.get(signature) if signature is not None else None
+    if checked is None:
+        checked = _check_call((query, value, key), masks, score_weights, options)
+        if signature is not None:
+            _remember(signature, checked)
+    options, batch_shape, call, path = checked
+
     query, value = ops.convert_to_tensor(query), ops.convert_to_tensor(value)
     key = value if key is None else ops.convert_to_tensor(key)
-    batch_shape = _validation.check_inputs(query, value, key, score_mode)
-    masks = _checked_masks(
-        _prepare.Masks(query_mask, value_mask, key_mask, attention_mask),
-        (query, value, key),
-        batch_shape,
-    )
-    q_dim, k_dim = _validation.static_dims(query.shape)[-1], _validation.static_dims(key.shape)[-1]
-    _validation.check_score_weights(scale, concat_score_weight, general_score_weight, q_dim, k_dim)
-    if score_mode == "general" and general_score_weight is None:
-        raise ValueError(
-            "score_mode='general' needs general_score_weight, the (dim, dim_k) "
-            "matrix W_a. Received: general_score_weight=None"
-        )
-
-    call = _describe(
-        (query, value, key),
-        masks,
-        score_mode=score_mode,
-        dropout_active=training and dropout > 0,
-        return_attention_scores=return_attention_scores,
-        causal=causal,
-        training=training,
-    )
-    path = _dispatch.choose_path(implementation, call)
+    masks = _prepare.Masks(*(_validation.check_mask_type(m, "mask") for m in masks))
     prepared = _prepare.prepare(
         query,
         value,
         key,
         masks,
         batch_shape=batch_shape,
-        causal_offset=_causal_offset(causal, causal_alignment, query, key),
+        causal_offset=_causal_offset(options.causal, options.causal_alignment, query, key),
         flat_batch=path != "reference",
     )
     quirks = _dispatch.kernel_options(keras.backend.backend())
@@ -167,10 +154,10 @@ def luong_attention(
             value=prepared.value,
             mask=prepared.mask,
             causal_offset=prepared.causal_offset,
-            score_mode=score_mode,
+            score_mode=options.score_mode,
             scale=_prepare.cast_like(scale, query),
             concat_score_weight=_prepare.cast_like(concat_score_weight, query),
-            dropout=dropout if call.dropout_active else 0.0,
+            dropout=options.dropout if call.dropout_active else 0.0,
             seed=seed,
         )
     elif path == "fused":
@@ -189,16 +176,111 @@ def luong_attention(
             value=prepared.value,
             mask=prepared.mask,
             causal_offset=prepared.causal_offset,
-            options=blocked_options,
+            options=options.blocked_options,
             chain_slices=quirks["blocked_chain_slices"],
-            with_gradient=training,
+            with_gradient=options.training,
         )
     output = ops.cast(output, call.dtype)
     if prepared.query_keep is not None:
-        output = ops.where(prepared.query_keep, output, ops.zeros_like(output))
-    if return_attention_scores:
+        output = ops.where(prepared.query_keep, output, 0.0)
+    if options.return_attention_scores:
         return output, weights
     return output
+
+
+class _Options(NamedTuple):
+    """The call's options other than tensors, validated by `_check_call`."""
+
+    score_mode: str
+    causal_alignment: str
+    implementation: str
+    dropout: float
+    causal: bool
+    training: bool
+    return_attention_scores: bool
+    blocked_options: BlockedOptions | None
+
+
+# What `_check_call` returned for each signature seen (shapes, dtypes and
+# options): eager calls repeat with the same signature, so the checks and the
+# choice of path are done once per signature, not once per call.
+_CHECKED = {}
+_MAX_CHECKED = 256
+
+
+def _signature(inputs, masks, score_weights, options):
+    """A hashable key of everything `_check_call` depends on, or None.
+
+    None where an argument is not a tensor-like with a shape and dtype (a
+    Python list, say) or an option is unhashable: such a call is checked
+    every time.
+    """
+    specs = []
+    for x in (*inputs, *masks, *score_weights):
+        if x is None or isinstance(x, float):
+            specs.append(x if x is None else float)
+        elif hasattr(x, "shape") and hasattr(x, "dtype") and not isinstance(x, (list, tuple)):
+            specs.append((type(x), tuple(x.shape), str(x.dtype)))
+        else:
+            return None
+    try:
+        key = (tuple(specs), options, keras.config.is_flash_attention_enabled())
+        hash(key)
+    except TypeError:  # an unhashable option value: checked (and rejected) in full
+        return None
+    return key
+
+
+def _remember(signature, checked):
+    if len(_CHECKED) >= _MAX_CHECKED:
+        _CHECKED.clear()
+    _CHECKED[signature] = checked
+
+
+def _check_call(inputs, masks, score_weights, options):
+    """Validates a call and chooses its path.
+
+    Returns `(options, batch_shape, call, path)`: the options as plain
+    Python values, the static batch shape the inputs broadcast to, the
+    `_dispatch.Call` and the path. Depends only on shapes, dtypes and
+    options (see `_signature`).
+    """
+    _validation.check_option("score_mode", options.score_mode, SCORE_MODES)
+    _validation.check_option("causal_alignment", options.causal_alignment, CAUSAL_ALIGNMENTS)
+    _validation.check_option("implementation", options.implementation, IMPLEMENTATIONS)
+    blocked_options = options.blocked_options
+    if blocked_options is not None and not isinstance(blocked_options, BlockedOptions):
+        raise _validation.wrong_type("blocked_options", "a BlockedOptions or None", blocked_options)
+    options = options._replace(
+        dropout=_validation.as_dropout(options.dropout),
+        causal=_validation.as_flag(options.causal, "causal"),
+        training=options.training is not None and _validation.as_flag(options.training, "training"),
+        return_attention_scores=_validation.as_flag(
+            options.return_attention_scores, "return_attention_scores"
+        ),
+    )
+    query, value, key = (ops.convert_to_tensor(t) if t is not None else None for t in inputs)
+    key = value if key is None else key
+    batch_shape = _validation.check_inputs(query, value, key, options.score_mode)
+    masks = _checked_masks(masks, (query, value, key), batch_shape)
+    scale, concat_score_weight, general_score_weight = score_weights
+    q_dim, k_dim = _validation.static_dims(query.shape)[-1], _validation.static_dims(key.shape)[-1]
+    _validation.check_score_weights(scale, concat_score_weight, general_score_weight, q_dim, k_dim)
+    if options.score_mode == "general" and general_score_weight is None:
+        raise ValueError(
+            "score_mode='general' needs general_score_weight, the (dim, dim_k) "
+            "matrix W_a. Received: general_score_weight=None"
+        )
+    call = _describe(
+        (query, value, key),
+        masks,
+        score_mode=options.score_mode,
+        dropout_active=options.training and options.dropout > 0,
+        return_attention_scores=options.return_attention_scores,
+        causal=options.causal,
+        training=options.training,
+    )
+    return options, batch_shape, call, _dispatch.choose_path(options.implementation, call)
 
 
 def check_implementation(implementation, **options):
@@ -226,7 +308,7 @@ def _checked_masks(masks, inputs, batch_shape):
         ("value_mask", masks.value, value),
         ("key_mask", masks.key, key),
     ):
-        _validation.check_sequence_mask(mask, name, tensor.shape)
+        _validation.check_sequence_mask(mask, name, tensor.shape, batch_shape)
     _validation.check_attention_mask(
         masks.attention,
         batch_shape,

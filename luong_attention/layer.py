@@ -23,20 +23,24 @@ class LuongAttention(keras.layers.Layer):
     masks, masks on inputs with extra batch dims (such as heads), bottom-right
     causal alignment, Luong's "general" score, and float16/bfloat16.
 
-    Inputs are a list `[query, value]` or `[query, value, key]`:
+    Inputs are a list (or tuple) `[query, value]` or `[query, value, key]`:
 
     1. `query` of shape `(batch_size, Tq, dim)`;
     2. `value` of shape `(batch_size, Tv, dim_v)`;
     3. optional `key` of shape `(batch_size, Tv, dim)`; `value` when omitted.
 
     Any number of leading batch dims is accepted, e.g.
-    `(batch_size, heads, T, dim)`. The layer computes scores
+    `(batch_size, heads, T, dim)`, and batch dims broadcast as in NumPy: a
+    learned `(1, Tq, dim)` query attends over every sequence of a
+    `(batch_size, Tv, dim)` value. Rank-2 inputs `(T, dim)` have no batch
+    dim, as in `keras.layers.Attention`. The layer computes scores
     `(batch_size, Tq, Tv)` from `query` and `key`, takes their softmax over
-    the keys, and returns the weighted sum of `value`.
+    the keys in float32, and returns the weighted sum of `value`.
 
     Args:
         use_scale: If `True`, creates a trainable scalar weight `scale`
-            (initialised to 1) that multiplies the scores.
+            (initialised to 1) that multiplies the scores. Flags take any
+            Python or NumPy bool or number, as in `keras.layers.Attention`.
         score_mode: How scores are computed: `"dot"` (`query . key`),
             `"general"` (`query . W_a . key` with a learned
             `(dim, dim_k)` matrix `W_a`, so query and key dims may differ) or
@@ -57,7 +61,10 @@ class LuongAttention(keras.layers.Layer):
             (row blocks, causal blocks skipped, O(T) memory). All paths give
             the same results; `"fused"` and `"blocked"` do not support
             `score_mode="concat"`, dropout in training or
-            `return_attention_scores=True`.
+            `return_attention_scores=True`, and a model that asks for them
+            fails when it is built. `"auto"` honours
+            `keras.config.disable_flash_attention()` (never the fused path)
+            and `enable_flash_attention()` (the fused path wherever it can).
         **kwargs: Base layer arguments, such as `name` and `dtype`.
 
     Call arguments:
@@ -83,7 +90,7 @@ class LuongAttention(keras.layers.Layer):
         `(batch_size, Tq, Tv)`. A query row with nothing to attend to gets
         zero weights and a zero output.
 
-    Example:
+    Examples:
 
     >>> query = keras.random.normal((2, 3, 8))
     >>> value = keras.random.normal((2, 5, 8))

@@ -47,11 +47,11 @@ def masked_softmax(scores, mask=None):
         return ops.zeros_like(scores)
     if mask is None:
         return ops.softmax(scores, axis=-1)
-    scores = ops.where(mask, scores, MASKED_SCORE)
-    row_max = ops.stop_gradient(ops.max(scores, axis=-1, keepdims=True))
-    exp = ops.where(mask, ops.exp(scores - row_max), 0.0)
-    total = ops.sum(exp, axis=-1, keepdims=True)
-    return exp / ops.maximum(total, 1e-30)
+    # Masked scores become MASKED_SCORE, whose exp underflows to exactly 0
+    # after softmax subtracts the row max; a row with no visible key has only
+    # MASKED_SCORE, comes out uniform, and is zeroed (weights and gradient).
+    weights = ops.softmax(ops.where(mask, scores, MASKED_SCORE), axis=-1)
+    return weights * ops.cast(ops.any(mask, axis=-1, keepdims=True), weights.dtype)
 
 
 def reference_attention(

@@ -1,0 +1,730 @@
+"""Benchmark grid: LuongAttention against Keras's attention, per backend, on one machine.
+
+Three parts, each backend in its own subprocess (its own Python: `--python`):
+
+- grid: T in {16, 64, 256, 1024, 4096}, B = 32 (B = 2 at T = 4096),
+  D in {64, 128}, masks none / padding / causal / causal+padding, modes fwd
+  (inference, `training=False`) and fwd+bwd (gradient of the output's sum
+  w.r.t. query, key and value), float32; plus bfloat16 at D = 64. Variants:
+  `LuongAttention(use_scale=True, implementation=...)` for "auto",
+  "reference", "fused" and "blocked", `keras.layers.Attention(use_scale=True)`
+  and `keras.ops.dot_product_attention` (`scale=1.0`, the scale variables'
+  initial value). Padding: a value mask from lengths drawn uniformly in
+  [T/4, T] (seeded), passed as `mask=[None, value_mask]` to both layers and
+  as a boolean `(B, 1, 1, T)` mask to `dot_product_attention`. Within a cell
+  the variants run in turn in every round (interleaved, so load from other
+  processes hits all alike); each sample averages enough calls to last
+  `--min-sample-ms`; the median over rounds is kept. JAX calls are jitted,
+  TensorFlow ones a `tf.function` without XLA (as Keras runs a model by
+  default), PyTorch runs eagerly (`torch.no_grad()` for fwd).
+- matmul: the backend's float32 rate on one 2048^3 matrix product, the
+  yardstick of the useful FLOP rate at T = 4096 (see report.py).
+- e2e: training steps per second (`model.train_on_batch`, synthetic batches
+  from the examples' own generators) of `examples/seq2seq_dates.py` and
+  `examples/text_similarity.py` built with `keras.layers.Attention` and with
+  `LuongAttention`, interleaved in rounds.
+- overhead (PyTorch only): at T = 16, B = 32, D = 128, padding mask, eager,
+  the kernel alone (the reference math written with keras.ops) against the
+  public function `luong_attention(...)` and the layer call; the difference
+  is what validation, preparation and dispatch (and Keras's `Layer.__call__`)
+  cost per call.
+
+A variant that raises the library's "does not support" error is recorded as
+`"unsupported"`; any other error stops the run with the worker's traceback.
+Results: `benchmarks/results/grid.json`; `benchmarks/report.py` turns it into
+tables, a plot and `luong_attention/auto_table.json`.
+
+    python benchmarks/grid.py --quick --python torch=/path/to/python ...
+    python benchmarks/grid.py --only torch --rounds 5
+"""
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+BACKENDS = ("jax", "torch", "tensorflow")
+LENGTHS = (16, 64, 256, 1024, 4096)
+DIMS = (64, 128)
+LOW_DIMS = (64,)
+MASKS = ("none", "padding", "causal", "causal+padding")
+MODES = ("fwd", "fwd+bwd")
+PATHS = ("reference", "fused", "blocked")
+VARIANTS = ("auto", *PATHS, "keras_attention", "keras_dpa")
+EXAMPLES = ("seq2seq_dates", "text_similarity")
+E2E_VARIANTS = ("keras_attention", "luong_attention")
+PARTS = ("grid", "matmul", "e2e", "overhead")
+# --quick: enough cells to run every part of the pipeline in a minute or two
+# per backend; T=256 calibrates the full-run estimate.
+QUICK = dict(lengths=(16, 256), dims=(64,), low_lengths=(16,), rounds=1, e2e_steps=3)
+MARK = "@@grid "  # prefixes the worker's result lines on stdout
+
+
+def batch_for(length):
+    return 2 if length >= 4096 else 32
+
+
+def cells(lengths, dims, low_lengths):
+    """Every (T, B, D, mask, mode, dtype) of the grid, float32 first."""
+    out = []
+    for dtype, lens, ds in (("float32", lengths, dims), ("bfloat16", low_lengths, LOW_DIMS)):
+        for length in lens:
+            for dim in ds:
+                for mask in MASKS:
+                    for mode in MODES:
+                        out.append((length, batch_for(length), dim, mask, mode, dtype))
+    return out
+
+
+# --- worker side: imports keras; the backend comes from KERAS_BACKEND ----------
+
+
+def _emit(kind, **row):
+    print(MARK + json.dumps(dict(kind=kind, **row)), flush=True)
+
+
+def _device():
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return "gpu" if jax.devices()[0].platform == "gpu" else "cpu"
+    if backend == "torch":
+        import torch
+
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    import tensorflow as tf
+
+    return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
+
+
+def _versions():
+    import keras
+    import numpy
+
+    import luong_attention
+
+    backend = keras.backend.backend()
+    return {
+        "python": platform.python_version(),
+        "keras": keras.__version__,
+        "numpy": numpy.__version__,
+        backend: __import__(backend).__version__,
+        "luong_attention": luong_attention.__version__,
+        "luong_attention_path": os.path.relpath(luong_attention.__file__, ROOT),
+    }
+
+
+def compiled(fn, grad):
+    """`fn(q, k, v, *extra)`, or the gradient of its sum w.r.t. q, k, v when
+    `grad`: jitted on JAX, a `tf.function` on TensorFlow, eager on PyTorch.
+    The returned function blocks until the result is computed."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        if grad:
+            f = jax.jit(jax.grad(lambda *a: fn(*a).astype("float32").sum(), argnums=(0, 1, 2)))
+        else:
+            f = jax.jit(fn)
+        return lambda *a: jax.block_until_ready(f(*a))
+    if backend == "torch":
+        import torch
+
+        if grad:
+
+            def run(q, k, v, *extra):
+                q, k, v = (t.detach().requires_grad_(True) for t in (q, k, v))
+                return torch.autograd.grad(fn(q, k, v, *extra).float().sum(), (q, k, v))
+
+            return run
+
+        def run_nograd(*a):
+            with torch.no_grad():
+                return fn(*a)
+
+        return run_nograd
+    import tensorflow as tf
+
+    if grad:
+
+        @tf.function(jit_compile=False)
+        def run_tf(q, k, v, *extra):
+            with tf.GradientTape() as tape:
+                tape.watch([q, k, v])
+                out = tf.reduce_sum(tf.cast(fn(q, k, v, *extra), "float32"))
+            return tape.gradient(out, [q, k, v])
+
+        return run_tf
+    # Eager calls of a tf.function return computed tensors.
+    return tf.function(fn, jit_compile=False)
+
+
+def make_inputs(batch, length, dim, dtype, seed=0):
+    """q, k, v `(B, T, D)`, the value mask `(B, T)` and its `(B, 1, 1, T)` form."""
+    import numpy as np
+    from keras import ops
+
+    rng = np.random.default_rng(seed)
+    qkv = [
+        ops.cast(ops.convert_to_tensor(rng.standard_normal((batch, length, dim), "float32")), dtype)
+        for _ in range(3)
+    ]
+    lengths = rng.integers(max(1, length // 4), length + 1, size=batch)
+    value_mask = np.arange(length)[None, :] < lengths[:, None]
+    return (
+        *qkv,
+        ops.convert_to_tensor(value_mask),
+        ops.convert_to_tensor(value_mask[:, None, None]),
+    )
+
+
+def make_variant(variant, *, mask, train, dtype, dim):
+    """A function `(q, k, v, value_mask, dpa_mask) -> output` of one variant."""
+    import keras
+    from keras import ops
+
+    from luong_attention import LuongAttention
+
+    padded = "padding" in mask
+    causal = "causal" in mask
+    layer_dtype = None if dtype == "float32" else dtype
+    if variant == "keras_dpa":
+
+        def dpa(q, k, v, value_mask, dpa_mask):
+            four = [ops.expand_dims(t, 2) for t in (q, k, v)]
+            out = ops.dot_product_attention(
+                *four, mask=dpa_mask if padded else None, scale=1.0, is_causal=causal
+            )
+            return ops.squeeze(out, axis=2)
+
+        return dpa
+    if variant == "keras_attention":
+        layer = keras.layers.Attention(use_scale=True, dtype=layer_dtype)
+    else:
+        layer = LuongAttention(use_scale=True, implementation=variant, dtype=layer_dtype)
+    # Build outside any trace, on a small input.
+    small = ops.zeros((1, 4, dim), dtype)
+    layer([small, small, small])
+
+    def call(q, k, v, value_mask, dpa_mask):
+        return layer(
+            [q, v, k],
+            mask=[None, value_mask] if padded else None,
+            use_causal_mask=causal,
+            training=train,
+        )
+
+    return call
+
+
+def _is_unsupported(error):
+    # A path that cannot run these options raises the house-style error
+    # naming the argument (e.g. "fused" with return_attention_scores).
+    return "Invalid value for argument implementation" in str(error)
+
+
+def _sample(run, args, calls):
+    start = time.perf_counter()
+    for _ in range(calls):
+        run(*args)
+    return (time.perf_counter() - start) / calls
+
+
+def warm_up(runners, args):
+    """Calls each runner once (tracing, compiling); returns the seconds each took."""
+    return {name: _sample(run, args, 1) for name, run in runners.items()}
+
+
+def measure(runners, args, rounds, min_sample_s):
+    """`rounds` interleaved samples of each (warmed-up) runner, each sample
+    averaging enough calls to last `min_sample_s` (sized by one more call).
+    Returns {name: (median_s, calls_per_sample)}."""
+    calls = {}
+    for name, run in runners.items():
+        once = _sample(run, args, 1)
+        calls[name] = max(1, min(100, math.ceil(min_sample_s / max(once, 1e-6))))
+    samples = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            samples[name].append(_sample(run, args, calls[name]))
+    return {name: (statistics.median(s), calls[name]) for name, s in samples.items()}
+
+
+def worker_grid(spec, base):
+    for length, batch, dim, mask, mode, dtype in cells(
+        spec["lengths"], spec["dims"], spec["low_lengths"]
+    ):
+        args = make_inputs(batch, length, dim, dtype)
+        train = mode == "fwd+bwd"
+        runners, unsupported, first = {}, {}, {}
+        for variant in spec["variants"]:
+            fn = make_variant(variant, mask=mask, train=train, dtype=dtype, dim=dim)
+            run = compiled(fn, grad=train)
+            start = time.perf_counter()
+            try:
+                run(*args)  # traces, compiles; an unsupported path raises here
+            except ValueError as error:
+                if not _is_unsupported(error):
+                    raise
+                unsupported[variant] = str(error)
+                continue
+            first[variant] = time.perf_counter() - start
+            runners[variant] = run
+        timings = measure(runners, args, spec["rounds"], spec["min_sample_ms"] / 1000)
+        cell = dict(base, T=length, B=batch, D=dim, mask=mask, mode=mode, dtype=dtype)
+        for variant in spec["variants"]:
+            if variant in unsupported:
+                _emit(
+                    "grid",
+                    **cell,
+                    variant=variant,
+                    status="unsupported",
+                    reason=unsupported[variant],
+                    median_ms=None,
+                    rounds=0,
+                )
+                continue
+            median, calls = timings[variant]
+            _emit(
+                "grid",
+                **cell,
+                variant=variant,
+                status="ok",
+                median_ms=1000 * median,
+                rounds=spec["rounds"],
+                calls_per_round=calls,
+                first_call_ms=1000 * first[variant],
+            )
+
+
+def worker_matmul(spec, base):
+    import numpy as np
+    from keras import ops
+
+    size = 2048
+    rng = np.random.default_rng(0)
+    a, b = (ops.convert_to_tensor(rng.standard_normal((size, size), "float32")) for _ in range(2))
+    run = compiled(lambda x, y: ops.matmul(x, y), grad=False)
+    warm_up({"matmul": run}, (a, b))
+    median, calls = measure({"matmul": run}, (a, b), max(3, spec["rounds"]), 0.05)["matmul"]
+    _emit(
+        "matmul",
+        **base,
+        size=size,
+        median_ms=1000 * median,
+        gflops=2 * size**3 / median / 1e9,
+        calls_per_round=calls,
+    )
+
+
+def _e2e_models(example, attention, rng):
+    """(model, inputs, targets) of one example with one attention layer."""
+    import keras
+
+    from luong_attention import LuongAttention
+
+    sys.path.insert(0, os.path.join(ROOT, "examples"))
+    batch_size = 64  # both examples' default
+    if example == "seq2seq_dates":
+        import seq2seq_dates as ex
+
+        layer = keras.layers.Attention() if attention == "keras_attention" else LuongAttention()
+        model, _ = ex.build_models(attention=layer)
+        enc, dec, target = ex.encode(ex.make_dates(batch_size, rng))
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        data = ([enc, dec], target)
+    else:
+        import text_similarity as ex
+
+        cls = keras.layers.Attention if attention == "keras_attention" else LuongAttention
+        vocabulary = ex.build_vocabulary()
+        model = ex.build_model(len(vocabulary) + 1, attention=cls(use_scale=True))
+        first, second, labels = ex.make_pairs(batch_size, rng, vocabulary, 12)
+        loss = "binary_crossentropy"
+        data = ([first, second], labels)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=loss)
+    return model, data
+
+
+def worker_e2e(spec, base):
+    import keras
+    import numpy as np
+
+    steps = spec["e2e_steps"]
+    for example in EXAMPLES:
+        runners = {}
+        for attention in E2E_VARIANTS:
+            keras.utils.set_random_seed(0)
+            model, (x, y) = _e2e_models(example, attention, np.random.default_rng(0))
+
+            def run(model=model, x=x, y=y):
+                for _ in range(steps):
+                    model.train_on_batch(x, y)
+
+            runners[attention] = run
+        first = warm_up(runners, ())
+        timings = measure(runners, (), spec["rounds"], 0.0)
+        for attention, (median, _) in timings.items():
+            _emit(
+                "e2e",
+                **base,
+                example=example,
+                variant=attention,
+                batch_size=64,
+                steps_per_round=steps,
+                steps_per_s=steps / median,
+                rounds=spec["rounds"],
+                first_call_ms=1000 * first[attention],
+            )
+
+
+def worker_overhead(spec, base):
+    """Eager PyTorch, T=16: kernel alone vs the public function vs the layer."""
+    import keras
+    from keras import ops
+
+    from luong_attention import LuongAttention, luong_attention
+
+    batch, length, dim = 32, 16, 128
+    q, k, v, value_mask, _ = make_inputs(batch, length, dim, "float32")
+    scale = ops.convert_to_tensor(1.0)
+
+    def kernel(q, k, v, value_mask):
+        scores = ops.matmul(q, ops.swapaxes(k, -1, -2)) * scale
+        scores = ops.where(value_mask[:, None, :], scores, ops.convert_to_tensor(-1e9))
+        return ops.matmul(ops.softmax(scores, axis=-1), v)
+
+    def function(implementation):
+        return lambda q, k, v, m: luong_attention(
+            q, v, k, value_mask=m, scale=scale, implementation=implementation
+        )
+
+    def layer_call(layer):
+        layer([q, v, k])  # builds
+        return lambda q, k, v, m: layer([q, v, k], mask=[None, m])
+
+    variants = {
+        "kernel": kernel,
+        "function_reference": function("reference"),
+        "function_auto": function("auto"),
+        "layer_reference": layer_call(LuongAttention(use_scale=True, implementation="reference")),
+        "layer_auto": layer_call(LuongAttention(use_scale=True)),
+        "keras_attention": layer_call(keras.layers.Attention(use_scale=True)),
+    }
+    for mode in MODES:
+        runners = {name: compiled(fn, grad=mode == "fwd+bwd") for name, fn in variants.items()}
+        warm_up(runners, (q, k, v, value_mask))
+        timings = measure(runners, (q, k, v, value_mask), max(5, spec["rounds"]), 0.05)
+        ms = {name: 1000 * t[0] for name, t in timings.items()}
+        fraction = {
+            name: (ms[name] - ms["kernel"]) / ms[name] for name in ("function_auto", "layer_auto")
+        }
+        _emit(
+            "overhead",
+            **base,
+            T=length,
+            B=batch,
+            D=dim,
+            mask="padding",
+            mode=mode,
+            rounds=max(5, spec["rounds"]),
+            median_ms=ms,
+            overhead_fraction=fraction,
+        )
+
+
+def worker(spec):
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        # Each cell traces new functions on purpose; TensorFlow warns about it.
+        tf.get_logger().setLevel("ERROR")
+    base = dict(backend=backend, device=_device())
+    _emit("info", **base, versions=_versions())
+    for part in spec["parts"]:
+        if part == "overhead" and backend != "torch":
+            continue
+        start = time.perf_counter()
+        {
+            "grid": worker_grid,
+            "matmul": worker_matmul,
+            "e2e": worker_e2e,
+            "overhead": worker_overhead,
+        }[part](spec, base)
+        _emit("timing", **base, part=part, seconds=time.perf_counter() - start)
+
+
+# --- driver side ---------------------------------------------------------------
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _git_commit():
+    proc = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    )
+    return proc.stdout.strip() or None
+
+
+def run_worker(python, backend, spec):
+    """Runs one backend's worker; returns its rows. Exits on any failure."""
+    env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+    # libgomp threads spin while waiting; on a machine shared with other
+    # processes that slows PyTorch's many small ops several times over.
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
+    cmd = [python, os.path.abspath(__file__), "--worker", json.dumps(spec)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    rows = []
+    for line in proc.stdout:
+        if not line.startswith(MARK):
+            sys.stderr.write(line)
+            continue
+        row = json.loads(line[len(MARK) :])
+        rows.append(row)
+        print(_progress(row), file=sys.stderr, flush=True)
+    if proc.wait() != 0:
+        raise SystemExit(
+            f"{backend} worker failed (exit status {proc.returncode}); its traceback is above. "
+            "No results were written."
+        )
+    return rows
+
+
+def _progress(row):
+    kind = row["kind"]
+    head = f"[{row['backend']}] {kind}"
+    if kind == "grid":
+        ms = "unsupported" if row["median_ms"] is None else f"{row['median_ms']:.3f} ms"
+        return (
+            f"{head} T={row['T']} D={row['D']} {row['mask']} {row['mode']} {row['dtype']} "
+            f"{row['variant']}: {ms}"
+        )
+    if kind == "e2e":
+        return f"{head} {row['example']} {row['variant']}: {row['steps_per_s']:.1f} steps/s"
+    if kind == "timing":
+        return f"{head} {row['part']} took {row['seconds']:.0f} s"
+    return f"{head} {json.dumps({k: v for k, v in row.items() if k not in ('kind', 'backend')})}"
+
+
+def estimate_full_seconds(rows, rounds, min_sample_s, extra_seconds=None):
+    """Rough duration of the full grid from measured rows: per variant the
+    median first call (tracing, compiling), the sizing call and the rounds of
+    every cell, each call's time interpolated in log-log over T and scaled by
+    B*T^2*D beyond the longest measured T. A dtype measured at shorter
+    lengths only (bfloat16 in a quick run) follows the float32 curve times
+    the ratio of the two where both were measured."""
+    by_key = {}
+    for r in rows:
+        if r["kind"] == "grid" and r["status"] == "ok":
+            key = (r["backend"], r["variant"], r["mode"], r["dtype"])
+            by_key.setdefault(key, []).append(r)
+    total = {}
+    for length, batch, dim, _mask, mode, dtype in cells(LENGTHS, DIMS, LENGTHS):
+        for key, measured in by_key.items():
+            backend, variant, k_mode, k_dtype = key
+            if (k_mode, k_dtype) != (mode, dtype):
+                continue
+            call = _interpolate(measured, length, batch, dim)
+            f32 = by_key.get((backend, variant, mode, "float32"))
+            if f32 and max(r["T"] for r in measured) < max(r["T"] for r in f32):
+                common = {(r["T"], r["D"]) for r in measured} & {(r["T"], r["D"]) for r in f32}
+                ratio = statistics.median(
+                    _interpolate(measured, t, batch_for(t), d)
+                    / _interpolate(f32, t, batch_for(t), d)
+                    for t, d in common
+                )
+                call = ratio * _interpolate(f32, length, batch, dim)
+            first = statistics.median(r["first_call_ms"] for r in measured) / 1000
+            per_sample = max(call, min_sample_s)
+            # The first call includes one call; the sizing call is one more.
+            total[backend] = total.get(backend, 0.0) + first + 2 * call + rounds * per_sample
+    for backend, seconds in (extra_seconds or {}).items():
+        total[backend] = total.get(backend, 0.0) + seconds
+    return total
+
+
+def _interpolate(measured, length, batch, dim):
+    def work(r_len, r_batch, r_dim):
+        return r_batch * r_len * r_len * r_dim
+
+    points = sorted((r["T"], r["median_ms"] / 1000, work(r["T"], r["B"], r["D"])) for r in measured)
+    points = [(t, statistics.median(p[1] for p in points if p[0] == t), w) for t, _, w in points]
+    target = work(length, batch, dim)
+    below = [p for p in points if p[0] <= length]
+    above = [p for p in points if p[0] > length]
+    if not below:
+        return above[0][1]
+    lo = below[-1]
+    if not above:
+        return lo[1] * max(1.0, target / lo[2])
+    hi = above[0]
+    frac = (math.log(target) - math.log(lo[2])) / (math.log(hi[2]) - math.log(lo[2]))
+    return math.exp(math.log(lo[1]) + frac * (math.log(hi[1]) - math.log(lo[1])))
+
+
+def merge_into(path, results):
+    """With --only: keep the other backends' rows of an earlier run at `path`."""
+    if not os.path.exists(path):
+        return results
+    with open(path) as f:
+        earlier = json.load(f)
+    if earlier.get("quick") != results["quick"]:
+        raise SystemExit(
+            f"{path} holds a {'quick' if earlier.get('quick') else 'full'} run; "
+            "refusing to merge a run of the other kind into it (use --out)."
+        )
+    ran = set(results["backends"])
+    for key in PARTS:  # a part this run skipped keeps its earlier rows
+        if key in results["spec"]["parts"]:
+            results[key] = [r for r in earlier[key] if r["backend"] not in ran] + results[key]
+        else:
+            results[key] = earlier[key]
+    for key in ("backends", "part_seconds"):
+        results[key] = {
+            **{b: v for b, v in earlier[key].items() if b not in ran},
+            **results[key],
+        }
+    return results
+
+
+def drive(args):
+    pythons = {}
+    for pair in args.python:
+        backend, sep, path = pair.partition("=")
+        if not sep or backend not in BACKENDS:
+            raise SystemExit(f"--python expects BACKEND=PATH with BACKEND in {BACKENDS}: {pair!r}")
+        pythons[backend] = path
+    backends = [args.only] if args.only else list(BACKENDS)
+    spec = dict(
+        lengths=list(QUICK["lengths"] if args.quick else LENGTHS),
+        dims=list(QUICK["dims"] if args.quick else DIMS),
+        low_lengths=list(QUICK["low_lengths"] if args.quick else LENGTHS),
+        variants=list(VARIANTS),
+        rounds=args.rounds or (QUICK["rounds"] if args.quick else 3),
+        min_sample_ms=args.min_sample_ms,
+        e2e_steps=QUICK["e2e_steps"] if args.quick else 20,
+        parts=args.parts,
+    )
+    results = dict(
+        quick=args.quick,
+        command=" ".join([os.path.relpath(__file__, ROOT), *sys.argv[1:]]),
+        spec=spec,
+        machine=dict(
+            cpu=_cpu_model(),
+            cores=os.cpu_count(),
+            platform=platform.platform(),
+            when=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            commit=_git_commit(),
+            load_average=os.getloadavg(),
+        ),
+        backends={},
+        grid=[],
+        matmul=[],
+        e2e=[],
+        overhead=[],
+    )
+    part_seconds = {}
+    for backend in backends:
+        start = time.perf_counter()
+        rows = run_worker(pythons.get(backend, sys.executable), backend, spec)
+        info = next(r for r in rows if r["kind"] == "info")
+        results["backends"][backend] = dict(
+            device=info["device"],
+            versions=info["versions"],
+            python=pythons.get(backend, sys.executable),
+            seconds=time.perf_counter() - start,
+        )
+        for r in rows:
+            if r["kind"] in ("grid", "matmul", "e2e", "overhead"):
+                results[r["kind"]].append(r)
+            if r["kind"] == "timing":
+                part_seconds.setdefault(backend, {})[r["part"]] = r["seconds"]
+    results["part_seconds"] = part_seconds
+    out = os.path.join(args.out, "grid.json")
+    if args.only:
+        results = merge_into(out, results)
+    full_rounds = 3
+    estimate = estimate_full_seconds(
+        results["grid"],
+        full_rounds,
+        args.min_sample_ms / 1000,
+        _extra_seconds(results, full_rounds),
+    )
+    results["estimate_full_run_s"] = estimate
+    os.makedirs(args.out, exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(results, f, indent=1)
+    print(f"wrote {os.path.relpath(out, ROOT)}")
+    for backend, seconds in estimate.items():
+        print(f"estimated full run ({full_rounds} rounds), {backend}: {seconds / 60:.1f} min")
+    print(f"estimated full run, all backends in {out}: {sum(estimate.values()) / 60:.1f} min")
+
+
+def _extra_seconds(results, full_rounds, full_steps=20):
+    """What a full run spends outside the grid cells, from this run's parts."""
+    spec = results["spec"]
+    more_steps = (full_rounds + 1) * full_steps - (spec["rounds"] + 1) * spec["e2e_steps"]
+    return {
+        backend: sum(parts.get(p, 0.0) for p in ("matmul", "e2e", "overhead"))
+        + sum(
+            max(0, more_steps) / r["steps_per_s"] for r in results["e2e"] if r["backend"] == backend
+        )
+        for backend, parts in results["part_seconds"].items()
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--worker", metavar="SPEC_JSON", help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="a few cells, 1 round: smoke test")
+    parser.add_argument("--only", choices=BACKENDS, help="run one backend (merged into --out)")
+    parser.add_argument("--rounds", type=int, help="timed rounds per cell (default 3; quick 1)")
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
+    parser.add_argument(
+        "--min-sample-ms",
+        type=float,
+        default=20.0,
+        help="each timed sample repeats the call to last at least this long",
+    )
+    parser.add_argument(
+        "--python",
+        action="append",
+        default=[],
+        metavar="BACKEND=PYTHON",
+        help="the Python to run a backend's worker with (default: this one)",
+    )
+    parser.add_argument("--out", default=os.path.join(HERE, "results"))
+    args = parser.parse_args(argv)
+    if args.worker:
+        worker(json.loads(args.worker))
+    else:
+        drive(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,375 @@
+"""Tables, plot and "auto" ranking from the benchmark grid's results.
+
+Reads `benchmarks/results/grid.json` (written by `benchmarks/grid.py`) and writes
+
+- `benchmarks/results/grid.md`: per backend, every cell in ms with the ratios
+  ours("auto") / `keras.layers.Attention` and / `keras.ops.dot_product_attention`
+  and whether the target is met; the useful FLOP rate at T = 4096 causal; the
+  end-to-end training steps; the per-call overhead;
+- `benchmarks/results/grid.png`: auto / `keras.layers.Attention` against T;
+- `luong_attention/auto_table.json`: for every backend, device, length
+  regime, mask, dtype ("low": the bfloat16 cells) and mode, our explicit
+  paths ranked by measured median, fastest first (geometric mean over D).
+  A regime the run did not measure (a `--quick` run) takes the ranking of
+  the nearest measured one and says so in `"measured_length"`. Written only
+  when the results cover all three backends, so a one-backend run cannot
+  drop the others from the table.
+
+    python benchmarks/report.py [--results benchmarks/results/grid.json]
+"""
+
+import argparse
+import json
+import math
+import os
+import statistics
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+BACKENDS = ("jax", "torch", "tensorflow")
+PATHS = ("reference", "fused", "blocked")
+VARIANTS = ("auto", *PATHS, "keras_attention", "keras_dpa")
+MASKS = ("none", "padding", "causal", "causal+padding")
+MODES = {"fwd": "infer", "fwd+bwd": "train"}
+DTYPES = {"float32": "float32", "bfloat16": "low", "float16": "low"}
+# max(Tq, Tv) <= bound -> regime; the names are the grid's lengths.
+LENGTH_REGIMES = [[32, "16"], [128, "64"], [512, "256"], [2048, "1024"], [None, "4096"]]
+TARGET = 1.0  # ours("auto") / keras.layers.Attention, every cell
+TARGET_LONG_CAUSAL = 0.5  # at T = 4096, causal
+TARGET_FLOP_RATE = 0.5  # of the backend's own float32 matmul rate
+TARGET_OVERHEAD = 0.10  # validation and dispatch, fraction of the call
+
+
+def regime_of(length):
+    for bound, name in LENGTH_REGIMES:
+        if bound is None or length <= bound:
+            return name
+    raise ValueError(f"Invalid value for argument length. Expected an int. Received: {length!r}")
+
+
+def cell_index(results):
+    """{(backend, device, T, B, D, mask, mode, dtype): {variant: row}}."""
+    index = {}
+    for r in results["grid"]:
+        key = (r["backend"], r["device"], r["T"], r["B"], r["D"], r["mask"], r["mode"], r["dtype"])
+        index.setdefault(key, {})[r["variant"]] = r
+    return index
+
+
+def _ms(row):
+    return None if row is None or row["status"] != "ok" else row["median_ms"]
+
+
+def _fmt(x):
+    if x is None:
+        return "unsupported"
+    return f"{x:.0f}" if x >= 100 else f"{x:.1f}" if x >= 10 else f"{x:.2f}"
+
+
+def _ratio(a, b):
+    return None if a is None or b is None else a / b
+
+
+def target_for(length, mask):
+    return TARGET_LONG_CAUSAL if length >= 4096 and mask == "causal" else TARGET
+
+
+def grid_tables(results):
+    lines = []
+    index = cell_index(results)
+    order = sorted(
+        index,
+        key=lambda k: (
+            BACKENDS.index(k[0]),
+            k[1],
+            k[7] != "float32",
+            k[6],
+            MASKS.index(k[5]),
+            k[4],
+            k[2],
+        ),
+    )
+    current = None
+    met = {}
+    for key in order:
+        backend, device, length, batch, dim, mask, mode, dtype = key
+        if (backend, device, dtype) != current:
+            current = (backend, device, dtype)
+            lines += [
+                "",
+                f"##### {backend}, {device}, {dtype}",
+                "",
+                "| mode | mask | D | T | B | auto | reference | fused | blocked | Attention "
+                "| dot_product_attention | auto / Attention | auto / dpa | target met |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            ]
+        rows = index[key]
+        ms = {v: _ms(rows.get(v)) for v in VARIANTS}
+        vs_keras = _ratio(ms["auto"], ms["keras_attention"])
+        vs_dpa = _ratio(ms["auto"], ms["keras_dpa"])
+        target = target_for(length, mask)
+        ok = vs_keras is not None and vs_keras <= target
+        met.setdefault(backend, [0, 0])
+        met[backend][0] += ok
+        met[backend][1] += 1
+        lines.append(
+            f"| {mode} | {mask} | {dim} | {length} | {batch} | "
+            + " | ".join(_fmt(ms[v]) for v in VARIANTS)
+            + f" | {_fmt(vs_keras)} | {_fmt(vs_dpa)} | {'yes' if ok else 'NO'} (≤ {target}) |"
+        )
+    summary = ["", "Cells where auto / Attention meets its target:", ""]
+    summary += [f"- {b}: {n} of {total}" for b, (n, total) in met.items()]
+    return summary + lines
+
+
+def flop_rate_table(results):
+    """Useful FLOP rate of auto at T = 4096, causal, fwd+bwd (6·B·T²·D)."""
+    matmul = {(r["backend"], r["device"]): r["gflops"] for r in results["matmul"]}
+    lines = [
+        "",
+        "#### Useful FLOP rate at T = 4096, causal, fwd+bwd, float32",
+        "",
+        "Useful work 6·B·T²·D (half of the full score matrix, forward and backward) over auto's "
+        "median, against the backend's float32 rate on one 2048³ matrix product.",
+        "",
+        "| backend | device | D | auto ms | GFLOP/s | matmul GFLOP/s | fraction | target met |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    found = False
+    for r in results["grid"]:
+        if (r["T"], r["mask"], r["mode"], r["dtype"], r["variant"]) != (
+            4096,
+            "causal",
+            "fwd+bwd",
+            "float32",
+            "auto",
+        ) or r["status"] != "ok":
+            continue
+        found = True
+        rate = 6 * r["B"] * r["T"] ** 2 * r["D"] / (r["median_ms"] / 1000) / 1e9
+        peak = matmul.get((r["backend"], r["device"]))
+        frac = _ratio(rate, peak)
+        ok = frac is not None and frac >= TARGET_FLOP_RATE
+        lines.append(
+            f"| {r['backend']} | {r['device']} | {r['D']} | {_fmt(r['median_ms'])} | {rate:.1f} "
+            f"| {_fmt(peak)} | {_fmt(frac)} | {'yes' if ok else 'NO'} (≥ {TARGET_FLOP_RATE}) |"
+        )
+    if not found:
+        lines.append("| (no T = 4096 cell in this run) | | | | | | | |")
+    return lines
+
+
+def e2e_table(results):
+    lines = [
+        "",
+        "#### End to end: training steps per second",
+        "",
+        "`model.train_on_batch` on a batch of 64 from the example's own generator; "
+        "the same model with `keras.layers.Attention` and with `LuongAttention`. "
+        "Time ratio = Attention steps/s over LuongAttention steps/s.",
+        "",
+        "| backend | device | example | Attention steps/s | LuongAttention steps/s "
+        "| time ratio | target met |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    index = {(r["backend"], r["device"], r["example"], r["variant"]): r for r in results["e2e"]}
+    for backend, device, example in sorted(
+        {k[:3] for k in index}, key=lambda k: (BACKENDS.index(k[0]), k[1], k[2])
+    ):
+        keras_sps = index[backend, device, example, "keras_attention"]["steps_per_s"]
+        ours_sps = index[backend, device, example, "luong_attention"]["steps_per_s"]
+        ratio = keras_sps / ours_sps
+        lines.append(
+            f"| {backend} | {device} | {example} | {keras_sps:.1f} | {ours_sps:.1f} "
+            f"| {ratio:.2f} | {'yes' if ratio <= TARGET else 'NO'} (≤ {TARGET}) |"
+        )
+    return lines
+
+
+def overhead_lines(results):
+    lines = ["", "#### Per-call overhead (eager PyTorch)", ""]
+    for r in results["overhead"]:
+        ms = r["median_ms"]
+        frac = r["overhead_fraction"]
+        ok = frac["function_auto"] <= TARGET_OVERHEAD
+        lines.append(
+            f"- {r['backend']}, {r['device']}, T={r['T']}, B={r['B']}, D={r['D']}, {r['mask']}, "
+            f"{r['mode']}: kernel alone {_fmt(ms['kernel'])} ms; `luong_attention(...)` "
+            f"{_fmt(ms['function_auto'])} ms (reference path {_fmt(ms['function_reference'])}); "
+            f"layer {_fmt(ms['layer_auto'])} ms (reference {_fmt(ms['layer_reference'])}); "
+            f"`keras.layers.Attention` {_fmt(ms['keras_attention'])} ms. Validation + dispatch: "
+            f"{frac['function_auto']:.0%} of the function call "
+            f"({'target met' if ok else 'target NOT met'}: ≤ {TARGET_OVERHEAD:.0%}); "
+            f"with Keras's layer call: {frac['layer_auto']:.0%} of the layer call."
+        )
+    if not results["overhead"]:
+        lines.append("- (not measured in this run)")
+    return lines
+
+
+def markdown(results):
+    machine = results["machine"]
+    lines = [
+        "Generated by `benchmarks/report.py` from `benchmarks/results/grid.json` "
+        f"(`{results['command']}`). Milliseconds, medians of {results['spec']['rounds']} "
+        "interleaved round(s) after warm-up; ratios below 1 mean ours is faster.",
+        "",
+        f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['platform']}, "
+        f"{machine['when']}, commit {machine['commit']}. "
+        + "; ".join(
+            f"{b}: "
+            + ", ".join(
+                f"{k} {v}" for k, v in info["versions"].items() if k != "luong_attention_path"
+            )
+            for b, info in results["backends"].items()
+        ),
+    ]
+    if results.get("quick"):
+        lines += [
+            "",
+            "**Quick run** (`--quick`): a few cells and one round, to check the pipeline. "
+            "These numbers are not the benchmark.",
+        ]
+    lines += ["", "#### Grid"]
+    lines += grid_tables(results)
+    lines += flop_rate_table(results)
+    lines += e2e_table(results)
+    lines += overhead_lines(results)
+    return "\n".join(lines) + "\n"
+
+
+def plot(results, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    index = cell_index(results)
+    backends = [b for b in BACKENDS if any(k[0] == b for k in index)]
+    fig, axes = plt.subplots(
+        2, len(backends), figsize=(4.5 * len(backends), 7), squeeze=False, sharey=True
+    )
+    for col, backend in enumerate(backends):
+        for row, mode in enumerate(MODES):
+            ax = axes[row][col]
+            for mask in MASKS:
+                for dim, style in ((64, "--"), (128, "-")):
+                    pts = sorted(
+                        (k[2], _ratio(_ms(v.get("auto")), _ms(v.get("keras_attention"))))
+                        for k, v in index.items()
+                        if k[0] == backend
+                        and (k[4], k[5], k[6], k[7]) == (dim, mask, mode, "float32")
+                    )
+                    pts = [p for p in pts if p[1] is not None]
+                    if pts:
+                        ax.plot(
+                            *zip(*pts, strict=True), style, marker="o", label=f"{mask}, D={dim}"
+                        )
+            ax.axhline(TARGET, color="black", linewidth=0.8)
+            ax.set_xscale("log", base=2)
+            ax.set_yscale("log")
+            ax.set_title(f"{backend}, {mode}")
+            ax.set_xlabel("T")
+            ax.set_ylabel("auto / keras.layers.Attention")
+            ax.grid(True, which="both", alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=8)
+    title = "LuongAttention(auto) time over keras.layers.Attention, float32 (below 1: faster)"
+    fig.suptitle(title + (" — quick run" if results.get("quick") else ""))
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def _geomean(values):
+    return math.exp(statistics.fmean(math.log(v) for v in values))
+
+
+def auto_table(results, source):
+    """The ranking `luong_attention/_dispatch.py` reads (format: SPEC / issue 11)."""
+    names = [name for _, name in LENGTH_REGIMES]
+    measured = {}  # (backend, device, regime, mask, dtype, mode) -> {path: [ms, ...]}
+    for r in results["grid"]:
+        if r["variant"] not in PATHS or r["dtype"] not in DTYPES:
+            continue
+        key = (
+            r["backend"],
+            r["device"],
+            regime_of(r["T"]),
+            r["mask"],
+            DTYPES[r["dtype"]],
+            MODES[r["mode"]],
+        )
+        ms = r["median_ms"] if r["status"] == "ok" else math.inf
+        measured.setdefault(key, {}).setdefault(r["variant"], []).append(ms)
+    rankings = []
+    for backend, device in sorted({k[:2] for k in measured}):
+        for regime in names:
+            for mask in MASKS:
+                for dtype in ("float32", "low"):
+                    for mode in ("train", "infer"):
+                        near = sorted(
+                            (abs(names.index(n) - names.index(regime)), names.index(n), n)
+                            for n in names
+                            if (backend, device, n, mask, dtype, mode) in measured
+                        )
+                        if not near:
+                            raise SystemExit(
+                                f"No measurement for {backend} {device} {mask} {dtype} {mode}"
+                            )
+                        source_regime = near[0][2]
+                        paths = measured[backend, device, source_regime, mask, dtype, mode]
+                        speed = {
+                            p: _geomean(paths[p])
+                            if math.inf not in paths.get(p, [math.inf])
+                            else math.inf
+                            for p in PATHS
+                        }
+                        entry = dict(
+                            backend=backend,
+                            device=device,
+                            length=regime,
+                            mask=mask,
+                            dtype=dtype,
+                            mode=mode,
+                            paths=sorted(PATHS, key=lambda p: (speed[p], PATHS.index(p))),
+                        )
+                        if source_regime != regime:
+                            entry["measured_length"] = source_regime
+                        rankings.append(entry)
+    machine = results["machine"]
+    return {
+        "generated_by": "nox -s bench",
+        "source": source,
+        "machine": f"{machine['cpu']}, {machine['cores']} cores ({machine['when']})",
+        "quick": bool(results.get("quick")),
+        "length_regimes": LENGTH_REGIMES,
+        "rankings": rankings,
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", default=os.path.join(HERE, "results", "grid.json"))
+    parser.add_argument("--table", default=os.path.join(ROOT, "luong_attention", "auto_table.json"))
+    args = parser.parse_args(argv)
+    with open(args.results) as f:
+        results = json.load(f)
+    out_dir = os.path.dirname(os.path.abspath(args.results))
+    with open(os.path.join(out_dir, "grid.md"), "w") as f:
+        f.write(markdown(results))
+    plot(results, os.path.join(out_dir, "grid.png"))
+    print(f"wrote {os.path.join(out_dir, 'grid.md')} and grid.png")
+    missing = [b for b in BACKENDS if b not in results["backends"]]
+    if missing:
+        print(f"not writing {args.table}: no results for {', '.join(missing)}")
+        return
+    table = auto_table(results, os.path.relpath(os.path.abspath(args.results), ROOT))
+    with open(args.table, "w") as f:
+        json.dump(table, f, indent=1)
+        f.write("\n")
+    print(f"wrote {args.table} ({len(table['rankings'])} rankings)")
+
+
+if __name__ == "__main__":
+    main()

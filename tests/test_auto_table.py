@@ -1,0 +1,75 @@
+"""The measured table that "auto" reads: `luong_attention/auto_table.json`.
+
+Written by `nox -s bench` (benchmarks/report.py). It must rank every path for
+every regime "auto" can meet on CPU, and name only paths the layer accepts.
+The table does not depend on the backend under test; it runs on each anyway.
+"""
+
+import itertools
+import json
+from importlib import resources
+
+import pytest
+
+from luong_attention import LuongAttention
+
+BACKENDS = ("jax", "torch", "tensorflow")
+REGIMES = ("16", "64", "256", "1024", "4096")
+MASKS = ("none", "padding", "causal", "causal+padding")
+DTYPES = ("float32", "low")
+MODES = ("train", "infer")
+PATHS = ("reference", "fused", "blocked")
+KEY = ("backend", "device", "length", "mask", "dtype", "mode")
+
+
+@pytest.fixture(scope="module")
+def table():
+    text = (resources.files("luong_attention") / "auto_table.json").read_text()
+    return json.loads(text)
+
+
+def test_header(table):
+    assert isinstance(table["generated_by"], str) and table["generated_by"]
+    if table["generated_by"] == "nox -s bench":  # measured: says from what and where
+        assert table["source"].endswith(".json")
+        assert isinstance(table["machine"], str) and table["machine"]
+
+
+def test_length_regimes_are_increasing_bounds_ending_unbounded(table):
+    regimes = table["length_regimes"]
+    assert [name for _, name in regimes] == list(REGIMES)
+    bounds = [bound for bound, _ in regimes]
+    assert bounds[-1] is None
+    assert all(isinstance(b, int) and not isinstance(b, bool) for b in bounds[:-1])
+    assert bounds[:-1] == sorted(set(bounds[:-1]))
+    # Each regime holds the grid length it is named after.
+    for bound, name in regimes[:-1]:
+        assert int(name) <= bound
+
+
+def test_every_cpu_regime_ranked_exactly_once(table):
+    keys = [tuple(entry[k] for k in KEY) for entry in table["rankings"]]
+    assert len(keys) == len(set(keys)), "a regime is ranked twice"
+    expected = set(itertools.product(BACKENDS, ("cpu",), REGIMES, MASKS, DTYPES, MODES))
+    missing = expected - set(keys)
+    assert not missing, f"{len(missing)} regimes unranked, e.g. {sorted(missing)[:3]}"
+
+
+def test_rankings_use_known_values_only(table):
+    for entry in table["rankings"]:
+        assert entry["backend"] in BACKENDS
+        assert entry["device"] in ("cpu", "gpu")
+        assert entry["length"] in REGIMES
+        assert entry["mask"] in MASKS
+        assert entry["dtype"] in DTYPES
+        assert entry["mode"] in MODES
+
+
+def test_each_ranking_names_every_path_once(table):
+    for entry in table["rankings"]:
+        assert sorted(entry["paths"]) == sorted(PATHS), entry
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_ranked_paths_are_accepted_by_the_layer(path):
+    assert LuongAttention(implementation=path).implementation == path
