@@ -256,7 +256,7 @@ def test_blocked_needs_static_lengths():
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_auto_takes_the_first_measured_path_the_call_supports(training, masked, causal, dtype):
     options = dict(training=training, masked=masked, causal=causal, dtype=dtype)
-    mask = ("causal+" if causal else "") + ("padding" if masked else "")
+    mask = "+".join(kind for kind, on in (("causal", causal), ("padding", masked)) if on)
     ranked = _dispatch.ranking(
         backend=keras.backend.backend(),
         device=_dispatch.device_kind(),
