@@ -1,6 +1,8 @@
 import os
+import zlib
 
 import keras
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
@@ -61,3 +63,9 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip_gpu)
+
+
+@pytest.fixture
+def rng(request):
+    """A generator seeded from the test's id: `-k` runs see the data of the full run."""
+    return np.random.default_rng(zlib.crc32(request.node.nodeid.encode()))

@@ -1,15 +1,31 @@
-"""Test helpers shared by the suite: a layer-test runner and autodiff.
+"""Helpers shared by the suite, one per job.
 
-`value_and_grad` is the one place the tests touch a backend directly: Keras
-has no backend-independent gradient function.
+- `to_numpy`, `value_and_grad`: results and autodiff on any backend
+  (`value_and_grad` is the one place the tests touch a backend directly: Keras
+  has no backend-independent gradient function).
+- `supported_paths`: the implementation paths a call can take, for parametrize.
+- `small_blocks`: blocked-path options that make tiny inputs cross blocks.
+- `finite_differences`: central differences of a float64 loss.
+- `run_subprocess`: a child process with a timeout that kills its whole group.
+- `run_layer_test`: a layer's config, symbolic, eager, training, saving round trip.
+
+Keras is imported inside the helpers that use it: the cross-backend driver
+imports `run_subprocess` from a Python that has no Keras.
 """
 
-import keras
+import functools
+import os
+import signal
+import subprocess
+
 import numpy as np
-from keras import ops
+
+# --- results and gradients ----------------------------------------------------
 
 
 def to_numpy(x):
+    from keras import ops
+
     return ops.convert_to_numpy(x)
 
 
@@ -18,6 +34,9 @@ def value_and_grad(fn, *args):
 
     Arguments are NumPy arrays; results are NumPy arrays.
     """
+    import keras
+    from keras import ops
+
     backend = keras.backend.backend()
     if backend == "jax":
         import jax
@@ -48,12 +67,102 @@ def value_and_grad(fn, *args):
     return to_numpy(value), [to_numpy(g) for g in grads]
 
 
+def finite_differences(loss, arrays, names, eps=1e-6):
+    """Central differences of `loss(**arrays)` w.r.t. each of `names`, in float64.
+
+    `arrays` maps every argument of `loss` to its value; the ones in `names`
+    are perturbed one element at a time. Returns one gradient per name.
+    """
+    arrays = {name: np.asarray(value, np.float64) for name, value in arrays.items()}
+    grads = []
+    for name in names:
+        grad = np.zeros_like(arrays[name])
+        for index in np.ndindex(*grad.shape):
+            plus, minus = arrays[name].copy(), arrays[name].copy()
+            plus[index] += eps
+            minus[index] -= eps
+            grad[index] = (loss(**{**arrays, name: plus}) - loss(**{**arrays, name: minus})) / (
+                2 * eps
+            )
+        grads.append(grad)
+    return grads
+
+
+# --- implementation paths -------------------------------------------------------
+
+# "auto" and "reference" run every call: they are never left out.
+ALWAYS_SUPPORTED = ("auto", "reference")
+# The options that decide whether a path can run a call at all.
+SUPPORT_OPTIONS = ("score_mode", "dropout", "training", "return_attention_scores")
+
+
+def supported_paths(**options):
+    """The implementation paths that can run a call with these options, for parametrize.
+
+    `options` are keyword arguments of `luong_attention`; those that do not
+    decide support (masks, causal, ...) are ignored. Each other path is asked
+    once, on a tiny call: a path whose `ValueError` names `implementation` is
+    left out. "auto" and "reference" are always in.
+    """
+    relevant = {k: v for k, v in options.items() if k in SUPPORT_OPTIONS}
+    return _supported_paths(tuple(sorted(relevant.items())))
+
+
+@functools.cache
+def _supported_paths(options):
+    from luong_attention import _validation, luong_attention
+
+    options = dict(options)
+    query = np.ones((1, 2, 2), "float32")
+    weight = {}
+    if options.get("score_mode") == "general":
+        weight["general_score_weight"] = np.eye(2, dtype="float32")
+    paths = list(ALWAYS_SUPPORTED)
+    for path in _validation.IMPLEMENTATIONS:
+        if path in ALWAYS_SUPPORTED:
+            continue
+        try:
+            luong_attention(query, query, implementation=path, **weight, **options)
+        except ValueError as error:
+            if "argument implementation" in str(error):
+                continue
+            raise
+        paths.append(path)
+    return tuple(paths)
+
+
+def small_blocks(block_size=2, *, recompute_weights=False, monkeypatch=None):
+    """`BlockedOptions` under which tiny inputs cross several blocks, chained one by one.
+
+    Pass them as `luong_attention(..., blocked_options=small_blocks())`.
+    `recompute_weights=True` makes the backward pass recompute the weights
+    block by block (what long inputs get) instead of keeping them. Given
+    `monkeypatch`, they are also the blocked path's default for the test, for
+    calls that cannot pass them (the layer has no `blocked_options`).
+    """
+    from luong_attention.kernels import blocked
+
+    keep = blocked.BlockedOptions().save_weights_below_bytes
+    options = blocked.BlockedOptions(
+        block_size=block_size,
+        chain_above_bytes=0,
+        save_weights_below_bytes=0 if recompute_weights else keep,
+    )
+    if monkeypatch is not None:
+        monkeypatch.setattr(blocked, "BlockedOptions", lambda: options)
+    return options
+
+
+# --- processes ---------------------------------------------------------------
+
+
+# --- layers --------------------------------------------------------------------
+
+
 def _num_seed_generators(layer):
+    import keras
+
     return sum(isinstance(v, keras.random.SeedGenerator) for v in vars(layer).values())
-
-
-def _random_inputs(shapes, rng):
-    return [rng.standard_normal(s).astype("float32") for s in shapes]
 
 
 def run_layer_test(
@@ -70,13 +179,14 @@ def run_layer_test(
     run_mixed_precision_check=True,
     saving_dir=None,
 ):
-    """Exercises a layer the way Keras's private `run_layer_test` does
-    (`keras/src/testing/test_case.py`).
+    """Round-trips a layer: config, serialization, symbolic and eager calls, training, saving.
 
     Config round trip, serialization, a symbolic call with `None` dims, an
     eager call, weight and seed-generator counts, one `fit` step, mixed
     precision, and a `.keras` save/load when `saving_dir` is given.
     """
+    import keras
+
     rng = np.random.default_rng(0)
     layer = layer_cls(**init_kwargs)
 
@@ -96,7 +206,7 @@ def run_layer_test(
     assert tuple(out.shape) == (None, None, expected_output_shape[-1])
 
     # Eager call.
-    inputs = _random_inputs(input_shape, rng)
+    inputs = [rng.standard_normal(s).astype("float32") for s in input_shape]
     output = layer(inputs)
     assert tuple(output.shape) == tuple(expected_output_shape)
     assert np.all(np.isfinite(to_numpy(output)))
@@ -160,10 +270,6 @@ def run_subprocess(args, timeout, env=None, cwd=None, check=True):
     the exit status and the captured stdout and stderr. `env` defaults to this
     process's environment, so KERAS_BACKEND carries over.
     """
-    import os
-    import signal
-    import subprocess
-
     process = subprocess.Popen(
         [str(a) for a in args],
         stdout=subprocess.PIPE,

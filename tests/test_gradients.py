@@ -11,7 +11,7 @@ import pytest
 from keras import ops
 
 from luong_attention import LuongAttention, _validation
-from tests.helpers import set_blocked_defaults, value_and_grad
+from tests.helpers import finite_differences, small_blocks, supported_paths, value_and_grad
 from tests.reference import reference_attention
 
 B, TQ, TV, D = 2, 3, 4, 3
@@ -33,12 +33,12 @@ WEIGHTS = {
 
 
 @pytest.fixture(autouse=True, params=["saved", "recomputed"])
-def small_blocks(request, monkeypatch):
-    set_blocked_defaults(monkeypatch, block_size=2)
-    # The blocked path's two backward passes: weights kept from the forward
-    # pass, and recomputed block by block (what long inputs get).
-    if request.param == "recomputed":
-        set_blocked_defaults(monkeypatch, save_weights_below_bytes=0)
+def blocks(request, monkeypatch):
+    # Blocks of 2 rows for the layer's blocked path, and both its backward
+    # passes: weights kept from the forward pass, and recomputed block by
+    # block (what long inputs get).
+    recompute = request.param == "recomputed"
+    return small_blocks(2, recompute_weights=recompute, monkeypatch=monkeypatch)
 
 
 def _reference_loss(score_mode, causal_alignment, **arrays):
@@ -57,25 +57,11 @@ def _reference_loss(score_mode, causal_alignment, **arrays):
     return float(np.sum(output * R))
 
 
-def _finite_differences(names, arrays, loss, eps=1e-6):
-    grads = []
-    for name in names:
-        grad = np.zeros(np.shape(arrays[name]))
-        for index in np.ndindex(*grad.shape):
-            plus = np.array(arrays[name], np.float64)
-            minus = plus.copy()
-            plus[index] += eps
-            minus[index] -= eps
-            grad[index] = (loss(**{**arrays, name: plus}) - loss(**{**arrays, name: minus})) / (
-                2 * eps
-            )
-        grads.append(grad)
-    return grads
-
-
 @pytest.mark.parametrize("causal_alignment", _validation.CAUSAL_ALIGNMENTS)
-@pytest.mark.parametrize("implementation", _validation.IMPLEMENTATIONS)
-@pytest.mark.parametrize("score_mode", _validation.SCORE_MODES)
+@pytest.mark.parametrize(
+    "score_mode,implementation",
+    [(mode, path) for mode in _validation.SCORE_MODES for path in supported_paths(score_mode=mode)],
+)
 def test_layer_gradients_match_finite_differences(score_mode, implementation, causal_alignment):
     layer = LuongAttention(
         use_scale=True,
@@ -93,18 +79,17 @@ def test_layer_gradients_match_finite_differences(score_mode, implementation, ca
 
     def loss(query, value, key, *weights):
         output, _ = layer.stateless_call(
-            list(weights), [], [query, value, key], mask=[QUERY_MASK, VALUE_MASK, None]
+            list(weights),
+            [],
+            [query, value, key],
+            mask=[QUERY_MASK, VALUE_MASK, None],
+            training=True,  # where the blocked path uses its own backward pass
         )
         return ops.sum(output * projection)
 
-    try:
-        _, grads = value_and_grad(loss, *[np.asarray(arrays[n], "float32") for n in names])
-    except ValueError as error:
-        if "argument implementation" not in str(error):
-            raise
-        pytest.skip(f"implementation={implementation!r} does not support {score_mode!r}")
-    expected = _finite_differences(
-        names, arrays, lambda **a: _reference_loss(score_mode, causal_alignment, **a)
+    _, grads = value_and_grad(loss, *[np.asarray(arrays[n], "float32") for n in names])
+    expected = finite_differences(
+        lambda **a: _reference_loss(score_mode, causal_alignment, **a), arrays, names
     )
     for name, grad, want in zip(names, grads, expected, strict=True):
         assert np.all(np.isfinite(grad)), name

@@ -1,10 +1,12 @@
 """Every implementation path gives the reference path's outputs and gradients.
 
-The blocked path runs with blocks of 4 query rows here, so that tiny inputs
-cross several block boundaries and both kinds of key part (shared and
-diagonal) in every causal case, and chained one after another as for long
-sequences; every test runs with both of its backward passes (weights kept
-from the forward pass, and recomputed).
+The blocked path runs with blocks of 4 query rows here (`blocks`, from
+`tests.helpers.small_blocks`), so that tiny inputs cross several block
+boundaries and both kinds of key part (shared and diagonal) in every causal
+case, and chained one after another as for long sequences; every test runs
+with both of its backward passes (weights kept from the forward pass, and
+recomputed). Gradients are taken in training mode, where the blocked path
+uses its own backward pass.
 """
 
 import keras
@@ -13,21 +15,16 @@ import pytest
 from keras import ops
 
 from luong_attention import LuongAttention, _dispatch, _validation, luong_attention
-from tests.helpers import set_blocked_defaults, to_numpy, value_and_grad
+from tests.helpers import small_blocks, supported_paths, to_numpy, value_and_grad
 
 FAST = ("fused", "blocked")
 B, TQ, TV, D, DV = 2, 8, 10, 4, 5
 
 
-@pytest.fixture(autouse=True, params=["saved", "recomputed"])
-def small_blocks(request, monkeypatch):
-    set_blocked_defaults(monkeypatch, block_size=4)
-    # Chain the blocks one after another, as for long sequences.
-    set_blocked_defaults(monkeypatch, chain_above_bytes=0)
-    # Both backward passes: weights kept from the forward pass (small
-    # inputs) and weights recomputed block by block (long inputs).
-    if request.param == "recomputed":
-        set_blocked_defaults(monkeypatch, save_weights_below_bytes=0)
+@pytest.fixture(params=["saved", "recomputed"])
+def blocks(request):
+    """Blocked-path options: blocks of 4 rows, chained; weights saved or recomputed."""
+    return small_blocks(4, recompute_weights=request.param == "recomputed")
 
 
 def _rng(seed=0):
@@ -42,21 +39,23 @@ def _qkv(rng, batch=(B,), tq=TQ, tv=TV, d=D, dv=DV, dtype="float32"):
 
 
 def _loss_and_grads(implementation, q, k, v, extra=(), **kwargs):
-    """Value and gradients of sum(output * R) w.r.t. q, k, v and `extra`."""
+    """Value and gradients of sum(output * R) w.r.t. q, k, v and `extra`, in training."""
     tq, dv = q.shape[-2], v.shape[-1]
     projection = _rng(99).standard_normal((*q.shape[:-2], tq, dv)).astype("float32")
 
     def loss(q, k, v, *weights):
         named = dict(zip(("scale", "general_score_weight"), weights, strict=False))
-        out = luong_attention(q, v, k, implementation=implementation, **kwargs, **named)
+        out = luong_attention(
+            q, v, k, implementation=implementation, training=True, **kwargs, **named
+        )
         return ops.sum(ops.cast(out, "float32") * ops.convert_to_tensor(projection))
 
     return value_and_grad(loss, q, k, v, *extra)
 
 
-def _assert_same(implementation, q, k, v, extra=(), atol=2e-5, rtol=2e-5, **kwargs):
+def _assert_same(implementation, blocks, q, k, v, extra=(), atol=2e-5, rtol=2e-5, **kwargs):
     ref_value, ref_grads = _loss_and_grads("reference", q, k, v, extra, **kwargs)
-    value, grads = _loss_and_grads(implementation, q, k, v, extra, **kwargs)
+    value, grads = _loss_and_grads(implementation, q, k, v, extra, blocked_options=blocks, **kwargs)
     np.testing.assert_allclose(value, ref_value, atol=atol * 10, rtol=rtol)
     for name, g, ref in zip(
         ("query", "key", "value", "weight1", "weight2"), grads, ref_grads, strict=False
@@ -67,8 +66,10 @@ def _assert_same(implementation, q, k, v, extra=(), atol=2e-5, rtol=2e-5, **kwar
         )
 
 
-def _outputs(implementation, q, k, v, **kwargs):
-    return to_numpy(luong_attention(q, v, k, implementation=implementation, **kwargs))
+def _outputs(implementation, blocks, q, k, v, **kwargs):
+    return to_numpy(
+        luong_attention(q, v, k, implementation=implementation, blocked_options=blocks, **kwargs)
+    )
 
 
 CAUSAL = [
@@ -82,14 +83,14 @@ CAUSAL_IDS = ["none", "top_left", "bottom_right"]
 @pytest.mark.parametrize("implementation", FAST)
 @pytest.mark.parametrize("causal", CAUSAL, ids=CAUSAL_IDS)
 @pytest.mark.parametrize("lengths", [(TQ, TV), (TV, TQ)], ids=["tq<tv", "tq>tv"])
-def test_unmasked_matches_reference(implementation, causal, lengths):
+def test_unmasked_matches_reference(implementation, causal, lengths, blocks):
     q, k, v = _qkv(_rng(1), tq=lengths[0], tv=lengths[1])
-    _assert_same(implementation, q, k, v, **causal)
+    _assert_same(implementation, blocks, q, k, v, **causal)
 
 
 @pytest.mark.parametrize("implementation", FAST)
 @pytest.mark.parametrize("causal", CAUSAL, ids=CAUSAL_IDS)
-def test_masks_and_fully_masked_rows(implementation, causal):
+def test_masks_and_fully_masked_rows(implementation, causal, blocks):
     rng = _rng(2)
     q, k, v = _qkv(rng)
     value_mask = rng.random((B, TV)) > 0.3
@@ -104,34 +105,38 @@ def test_masks_and_fully_masked_rows(implementation, causal):
         query_mask=query_mask,
         attention_mask=attention_mask,
     )
-    _assert_same(implementation, q, k, v, **masks, **causal)
-    out = _outputs(implementation, q, k, v, **masks, **causal)
+    _assert_same(implementation, blocks, q, k, v, **masks, **causal)
+    out = _outputs(implementation, blocks, q, k, v, **masks, **causal)
     np.testing.assert_array_equal(out[1], 0.0)
     np.testing.assert_array_equal(out[:, 2], 0.0)
 
 
 @pytest.mark.parametrize("implementation", FAST)
-def test_bottom_right_rows_without_keys_are_zero(implementation):
+def test_bottom_right_rows_without_keys_are_zero(implementation, blocks):
     # Tq > Tv, bottom-right: the first Tq - Tv rows see no key at all.
     q, k, v = _qkv(_rng(3), tq=TV, tv=TQ)
     kwargs = dict(causal=True, causal_alignment="bottom_right")
-    _assert_same(implementation, q, k, v, **kwargs)
-    np.testing.assert_array_equal(_outputs(implementation, q, k, v, **kwargs)[:, : TV - TQ], 0.0)
+    _assert_same(implementation, blocks, q, k, v, **kwargs)
+    np.testing.assert_array_equal(
+        _outputs(implementation, blocks, q, k, v, **kwargs)[:, : TV - TQ], 0.0
+    )
 
 
 @pytest.mark.parametrize("implementation", FAST)
 @pytest.mark.parametrize("causal", CAUSAL[1:], ids=CAUSAL_IDS[1:])
-def test_four_d_inputs_with_batch_masks(implementation, causal):
+def test_four_d_inputs_with_batch_masks(implementation, causal, blocks):
     rng = _rng(4)
     q, k, v = _qkv(rng, batch=(B, 3))
     value_mask = rng.random((B, TV)) > 0.3  # broadcast over the heads
     query_mask = rng.random((B, 3, TQ)) > 0.3
-    _assert_same(implementation, q, k, v, value_mask=value_mask, query_mask=query_mask, **causal)
+    _assert_same(
+        implementation, blocks, q, k, v, value_mask=value_mask, query_mask=query_mask, **causal
+    )
 
 
 @pytest.mark.parametrize("implementation", FAST)
 @pytest.mark.parametrize("score_mode", ["dot", "general"])
-def test_weights_get_the_same_gradients(implementation, score_mode):
+def test_weights_get_the_same_gradients(implementation, score_mode, blocks):
     rng = _rng(5)
     q, k, v = _qkv(rng, d=D)
     scale = np.float32(0.7)
@@ -139,12 +144,12 @@ def test_weights_get_the_same_gradients(implementation, score_mode):
     if score_mode == "general":
         k = rng.standard_normal((B, TV, D + 2)).astype("float32")
         extra.append((rng.standard_normal((D, D + 2)) * 0.5).astype("float32"))
-    _assert_same(implementation, q, k, v, extra=extra, score_mode=score_mode, causal=True)
+    _assert_same(implementation, blocks, q, k, v, extra=extra, score_mode=score_mode, causal=True)
 
 
 @pytest.mark.parametrize("implementation", FAST)
 @pytest.mark.parametrize("dtype,tol", [("float16", 1e-2), ("bfloat16", 6e-2)])
-def test_low_precision(implementation, dtype, tol):
+def test_low_precision(implementation, dtype, tol, blocks):
     rng = _rng(6)
     q, k, v = _qkv(rng)
     # Scores near 1e5 overflow float16; they must stay float32 inside.
@@ -152,8 +157,8 @@ def test_low_precision(implementation, dtype, tol):
     q, k, v = (ops.cast(t, dtype) for t in (q, k, v))
     value_mask = rng.random((B, TV)) > 0.3
     value_mask[0] = False
-    ref = _outputs("reference", q, k, v, value_mask=value_mask, causal=True)
-    out = _outputs(implementation, q, k, v, value_mask=value_mask, causal=True)
+    ref = _outputs("reference", blocks, q, k, v, value_mask=value_mask, causal=True)
+    out = _outputs(implementation, blocks, q, k, v, value_mask=value_mask, causal=True)
     assert keras.backend.standardize_dtype(out.dtype) == dtype
     out, ref = out.astype("float32"), ref.astype("float32")
     assert np.all(np.isfinite(out))
@@ -162,16 +167,18 @@ def test_low_precision(implementation, dtype, tol):
 
 
 @pytest.mark.parametrize("implementation", FAST)
-def test_low_precision_gradients(implementation):
+def test_low_precision_gradients(implementation, blocks):
     q, k, v = (t.astype("float16") for t in _qkv(_rng(7)))
-    _assert_same(implementation, q, k, v, atol=2e-2, rtol=2e-2, causal=True)
+    _assert_same(implementation, blocks, q, k, v, atol=2e-2, rtol=2e-2, causal=True)
 
 
 @pytest.mark.parametrize("implementation", FAST)
-def test_compiled_training_step_matches_reference(implementation):
+def test_compiled_training_step_matches_reference(implementation, blocks, monkeypatch):
     """Two compiled `fit` steps (Keras's default `jit_compile="auto"`: jit on
     JAX, a graph on TensorFlow) give the reference path's weights, with an
     attention mask as a model input."""
+    # The layer has no blocked_options: the small blocks become the default.
+    small_blocks(4, recompute_weights=blocks.save_weights_below_bytes == 0, monkeypatch=monkeypatch)
     rng = _rng(8)
     q, k, v = _qkv(rng, dv=D)
     attention_mask = rng.random((B, TQ, TV)) > 0.3
@@ -263,10 +270,10 @@ def test_auto_takes_the_first_measured_path_the_call_supports(training, masked, 
     assert _select("auto", return_attention_scores=True, **options) == "reference"
 
 
-def test_auto_gives_the_reference_results_and_weights():
+def test_auto_gives_the_reference_results_and_weights(blocks):
     q, k, v = _qkv(_rng(10), dv=D)
-    ref = _outputs("reference", q, k, v, causal=True)
-    np.testing.assert_allclose(_outputs("auto", q, k, v, causal=True), ref, atol=1e-5)
+    ref = _outputs("reference", blocks, q, k, v, causal=True)
+    np.testing.assert_allclose(_outputs("auto", blocks, q, k, v, causal=True), ref, atol=1e-5)
     layer = LuongAttention(causal=True)
     out, weights = layer([q, v, k], return_attention_scores=True)
     np.testing.assert_allclose(to_numpy(out), ref, atol=1e-5)
@@ -280,3 +287,14 @@ def test_implementations_listed_and_saved():
         config = layer.get_config()
         assert config["implementation"] == implementation
         assert LuongAttention.from_config(config).implementation == implementation
+
+
+def test_supported_paths_pins_what_each_path_runs():
+    """The suite parametrizes over `supported_paths`: a path losing an option fails here."""
+    every = ("auto", "reference", "fused", "blocked")
+    assert supported_paths() == every
+    assert supported_paths(score_mode="general", causal=True) == every
+    assert supported_paths(dropout=0.5, training=False) == every
+    assert supported_paths(score_mode="concat") == ("auto", "reference")
+    assert supported_paths(dropout=0.5, training=True) == ("auto", "reference")
+    assert supported_paths(return_attention_scores=True) == ("auto", "reference")

@@ -6,14 +6,12 @@ import pytest
 from keras import ops
 
 from luong_attention import LuongAttention, luong_attention
-from tests.helpers import to_numpy, value_and_grad
+from tests.helpers import supported_paths, to_numpy, value_and_grad
 from tests.reference import reference_attention
 
-RNG = np.random.default_rng(0)
 
-
-def _normal(*shape):
-    return RNG.standard_normal(shape).astype("float32")
+def _normal(rng, *shape):
+    return rng.standard_normal(shape).astype("float32")
 
 
 def _assert_matches_reference(layer_out, ref, atol=1e-5):
@@ -74,17 +72,17 @@ def test_hand_computed_causal_alignments(alignment, expected_weights):
 
 @pytest.mark.parametrize("alignment", ["top_left", "bottom_right"])
 @pytest.mark.parametrize("score_mode", ["dot", "general", "concat"])
-def test_every_mask_against_reference(score_mode, alignment):
+def test_every_mask_against_reference(score_mode, alignment, rng):
     b, tq, tv, d = 2, 4, 6, 3
-    query, value, key = _normal(b, tq, d), _normal(b, tv, 5), _normal(b, tv, d)
-    query_mask = RNG.random((b, tq)) > 0.3
-    value_mask = RNG.random((b, tv)) > 0.3
-    key_mask = RNG.random((b, tv)) > 0.3
+    query, value, key = _normal(rng, b, tq, d), _normal(rng, b, tv, 5), _normal(rng, b, tv, d)
+    query_mask = rng.random((b, tq)) > 0.3
+    value_mask = rng.random((b, tv)) > 0.3
+    key_mask = rng.random((b, tv)) > 0.3
     value_mask[0] = False  # example 0: every row fully masked
-    attention_mask = RNG.random((b, tq, tv)) > 0.2
+    attention_mask = rng.random((b, tq, tv)) > 0.2
     layer = LuongAttention(use_scale=True, score_mode=score_mode, causal_alignment=alignment)
     layer.build([query.shape, value.shape, key.shape])
-    layer.set_weights([RNG.uniform(0.5, 1.5, w.shape).astype("float32") for w in layer.weights])
+    layer.set_weights([rng.uniform(0.5, 1.5, w.shape).astype("float32") for w in layer.weights])
     weights = {w.name: to_numpy(w) for w in layer.weights}
     got = layer(
         [query, value, key],
@@ -111,8 +109,8 @@ def test_every_mask_against_reference(score_mode, alignment):
     _assert_matches_reference(got, ref)
 
 
-def test_general_score_allows_different_query_and_key_dims():
-    query, value, key = _normal(2, 3, 4), _normal(2, 5, 6), _normal(2, 5, 7)
+def test_general_score_allows_different_query_and_key_dims(rng):
+    query, value, key = _normal(rng, 2, 3, 4), _normal(rng, 2, 5, 6), _normal(rng, 2, 5, 7)
     layer = LuongAttention(score_mode="general")
     got = layer([query, value, key], return_attention_scores=True)
     (w_a,) = layer.weights
@@ -128,11 +126,11 @@ def test_general_score_allows_different_query_and_key_dims():
     [(2, 3, 6), (2, 6), (2, 1, 6), (6,)],
     ids=["full", "batch_prefix", "size_1", "time_only"],
 )
-def test_masks_on_4d_inputs_broadcast_over_inner_batch_dims(mask_shape):
+def test_masks_on_4d_inputs_broadcast_over_inner_batch_dims(mask_shape, rng):
     b, h, tq, tv, d = 2, 3, 4, 6, 5
-    query, value = _normal(b, h, tq, d), _normal(b, h, tv, d)
-    value_mask = RNG.random(mask_shape) > 0.4
-    query_mask = RNG.random(mask_shape[:-1] + (tq,)) > 0.4
+    query, value = _normal(rng, b, h, tq, d), _normal(rng, b, h, tv, d)
+    value_mask = rng.random(mask_shape) > 0.4
+    query_mask = rng.random(mask_shape[:-1] + (tq,)) > 0.4
     got = LuongAttention()(
         [query, value], mask=[query_mask, value_mask], return_attention_scores=True
     )
@@ -146,10 +144,10 @@ def test_masks_on_4d_inputs_broadcast_over_inner_batch_dims(mask_shape):
         np.testing.assert_allclose(to_numpy(got[1]), ref_full[1], atol=1e-6)
 
 
-def test_attention_mask_broadcasts_and_ands_with_other_masks():
-    query, value = _normal(2, 4, 3), _normal(2, 5, 3)
-    attention_mask = RNG.random((4, 5)) > 0.3  # shared by the batch
-    value_mask = RNG.random((2, 5)) > 0.3
+def test_attention_mask_broadcasts_and_ands_with_other_masks(rng):
+    query, value = _normal(rng, 2, 4, 3), _normal(rng, 2, 5, 3)
+    attention_mask = rng.random((4, 5)) > 0.3  # shared by the batch
+    value_mask = rng.random((2, 5)) > 0.3
     got = LuongAttention()(
         [query, value],
         mask=[None, value_mask],
@@ -166,8 +164,8 @@ def test_attention_mask_broadcasts_and_ands_with_other_masks():
 @pytest.mark.parametrize(
     "dtype", ["float32", "float16", "bfloat16", "mixed_float16", "mixed_bfloat16"]
 )
-def test_fully_masked_rows_give_zeros_and_finite_gradients(dtype):
-    query, value = _normal(2, 3, 4), _normal(2, 5, 4)
+def test_fully_masked_rows_give_zeros_and_finite_gradients(dtype, rng):
+    query, value = _normal(rng, 2, 3, 4), _normal(rng, 2, 5, 4)
     value_mask = np.ones((2, 5), bool)
     value_mask[1] = False
     layer = LuongAttention(use_scale=True, dtype=dtype)
@@ -189,9 +187,9 @@ def test_fully_masked_rows_give_zeros_and_finite_gradients(dtype):
     np.testing.assert_array_equal(grads[0][1], 0)
 
 
-def test_float16_large_scores_stay_finite_and_accurate():
-    query = _normal(2, 3, 8) * 100  # scores ~ 1e4-1e5: past float16's 65504 in products
-    value = _normal(2, 5, 8)
+def test_float16_large_scores_stay_finite_and_accurate(rng):
+    query = _normal(rng, 2, 3, 8) * 100  # scores ~ 1e4-1e5: past float16's 65504 in products
+    value = _normal(rng, 2, 5, 8)
     out, weights = LuongAttention(dtype="float16")([query, value], return_attention_scores=True)
     assert keras.backend.standardize_dtype(out.dtype) == "float16"
     out, weights = to_numpy(out).astype("float32"), to_numpy(weights).astype("float32")
@@ -205,8 +203,8 @@ def test_float16_large_scores_stay_finite_and_accurate():
 # --- call conventions --------------------------------------------------------
 
 
-def test_query_mask_zeroes_rows_but_weights_stay_the_plain_softmax():
-    query, value = _normal(2, 4, 3), _normal(2, 5, 3)
+def test_query_mask_zeroes_rows_but_weights_stay_the_plain_softmax(rng):
+    query, value = _normal(rng, 2, 4, 3), _normal(rng, 2, 5, 3)
     query_mask = np.array([[True, False, True, False]] * 2)
     out, weights = LuongAttention()(
         [query, value], mask=[query_mask, None], return_attention_scores=True
@@ -217,8 +215,35 @@ def test_query_mask_zeroes_rows_but_weights_stay_the_plain_softmax():
     np.testing.assert_allclose(to_numpy(weights), ref_weights, atol=1e-6)  # unmasked softmax
 
 
-def test_constructor_causal_is_the_default_and_call_overrides_it():
-    query = _normal(2, 4, 3)
+def test_query_and_value_masks_of_different_lengths(rng):
+    # Tq = 3 and Tv = 4: each mask matches its own input's length.
+    query, value = _normal(rng, 2, 3, 5), _normal(rng, 2, 4, 5)
+    query_mask = np.array([[True, False, True], [True, True, False]])
+    value_mask = np.array([[True, False, True, True], [False, True, True, False]])
+    got = LuongAttention()(
+        [query, value], mask=[query_mask, value_mask], return_attention_scores=True
+    )
+    assert tuple(got[0].shape) == (2, 3, 5) and tuple(got[1].shape) == (2, 3, 4)
+    ref = reference_attention(query, value, query_mask=query_mask, value_mask=value_mask)
+    _assert_matches_reference(got, ref)
+
+
+def test_compute_mask_passes_the_query_mask_on():
+    query, value = np.ones((2, 3, 4), "float32"), np.ones((2, 5, 4), "float32")
+    layer = LuongAttention()
+    assert layer.compute_mask([query, value], None) is None
+    assert layer.compute_mask([query, value], [None, np.ones((2, 5), bool)]) is None
+    query_mask = np.array([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+    value_mask = np.array([[0.0, 1.0, 0.0, 1.0, 1.0], [1.0] * 5])
+    computed = to_numpy(layer.compute_mask([query, value], [query_mask, value_mask]))
+    # The query's mask, values and all, not the value's.
+    np.testing.assert_array_equal(computed, query_mask)
+    computed = to_numpy(layer.compute_mask([query, value, value], [query_mask, None, value_mask]))
+    np.testing.assert_array_equal(computed, query_mask)
+
+
+def test_constructor_causal_is_the_default_and_call_overrides_it(rng):
+    query = _normal(rng, 2, 4, 3)
     causal = to_numpy(LuongAttention()([query, query], use_causal_mask=True))
     plain = to_numpy(LuongAttention()([query, query]))
     layer = LuongAttention(causal=True)
@@ -242,7 +267,7 @@ def test_masks_propagate_from_embedding():
     np.testing.assert_array_equal(to_numpy(model(tokens))[1, 2:], 0)
 
 
-def test_symbolic_calls_with_unknown_dims():
+def test_symbolic_calls_with_unknown_dims(rng):
     query = keras.Input(batch_shape=(None, None, 4))
     value = keras.Input(batch_shape=(None, None, 6))
     key = keras.Input(batch_shape=(None, None, 4))
@@ -254,13 +279,13 @@ def test_symbolic_calls_with_unknown_dims():
     heads = keras.Input(batch_shape=(None, 8, None, 4))
     assert tuple(layer([heads, heads]).shape) == (None, 8, None, 4)
     model = keras.Model([query, value, key], [out, weights])
-    got = model([_normal(2, 3, 4), _normal(2, 5, 6), _normal(2, 5, 4)])
+    got = model([_normal(rng, 2, 3, 4), _normal(rng, 2, 5, 6), _normal(rng, 2, 5, 4)])
     assert tuple(got[0].shape) == (2, 3, 6) and tuple(got[1].shape) == (2, 3, 5)
 
 
-def test_functional_entry_point_matches_the_layer():
-    query, value = _normal(2, 4, 3), _normal(2, 6, 3)
-    value_mask = RNG.random((2, 6)) > 0.3
+def test_functional_entry_point_matches_the_layer(rng):
+    query, value = _normal(rng, 2, 4, 3), _normal(rng, 2, 6, 3)
+    value_mask = rng.random((2, 6)) > 0.3
     got = luong_attention(
         query, value, value_mask=value_mask, causal=True, return_attention_scores=True
     )
@@ -286,16 +311,21 @@ def test_trains_in_a_model():
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("implementation", supported_paths())
 @pytest.mark.parametrize("dtype", ["float32", "mixed_float16", "mixed_bfloat16"])
-def test_on_the_gpu_matches_the_reference(dtype):
-    query, value = _normal(2, 64, 32), _normal(2, 80, 32)
-    value_mask = RNG.random((2, 80)) > 0.2
+def test_on_the_gpu_matches_the_reference(dtype, implementation, rng):
+    query, value = _normal(rng, 2, 64, 32), _normal(rng, 2, 80, 32)
+    value_mask = rng.random((2, 80)) > 0.2
     value_mask[1] = False
-    out, weights = LuongAttention(dtype=dtype)(
-        [query, value], mask=[None, value_mask], return_attention_scores=True
-    )
+    layer = LuongAttention(dtype=dtype, implementation=implementation)
+    out = layer([query, value], mask=[None, value_mask])
     assert "cpu" not in str(getattr(out, "device", "gpu")).lower()
     ref = reference_attention(query, value, value_mask=value_mask)
     atol = 1e-4 if dtype == "float32" else 3e-2
     np.testing.assert_allclose(to_numpy(out).astype("float32"), ref[0], atol=atol, rtol=atol)
-    np.testing.assert_allclose(to_numpy(weights).astype("float32"), ref[1], atol=atol, rtol=atol)
+    if implementation in supported_paths(return_attention_scores=True):
+        out, weights = layer([query, value], mask=[None, value_mask], return_attention_scores=True)
+        np.testing.assert_allclose(to_numpy(out).astype("float32"), ref[0], atol=atol, rtol=atol)
+        np.testing.assert_allclose(
+            to_numpy(weights).astype("float32"), ref[1], atol=atol, rtol=atol
+        )

@@ -13,7 +13,7 @@ import pytest
 from keras import ops
 
 from luong_attention import LuongAttention, _validation
-from tests.helpers import set_blocked_defaults, to_numpy, value_and_grad
+from tests.helpers import small_blocks, supported_paths, to_numpy, value_and_grad
 from tests.reference import reference_attention
 
 POLICIES = ("float32", "float16", "bfloat16", "mixed_float16", "mixed_bfloat16")
@@ -33,8 +33,9 @@ QUERY_MASK = np.array([[1, 1, 1, 0, 1], [1] * TQ], bool)
 
 
 @pytest.fixture(autouse=True)
-def small_blocks(monkeypatch):
-    set_blocked_defaults(monkeypatch, block_size=2)
+def blocks(monkeypatch):
+    # The layer has no blocked_options: blocks of 2 rows become the default.
+    return small_blocks(2, monkeypatch=monkeypatch)
 
 
 def _inputs(seed=0, query_scale=1.0):
@@ -66,27 +67,20 @@ def _reference(layer, query, value, key, **kwargs):
     return reference_attention(query, value, key, score_mode=layer.score_mode, **weights, **kwargs)
 
 
-def _call(layer, *args, **kwargs):
-    try:
-        return layer(*args, **kwargs)
-    except ValueError as error:
-        if "argument implementation" in str(error):
-            pytest.skip(f"implementation={layer.implementation!r} does not support this call")
-        raise
-
-
 def _dtype(x):
     return keras.backend.standardize_dtype(x.dtype)
 
 
-@pytest.mark.parametrize("implementation", _validation.IMPLEMENTATIONS)
-@pytest.mark.parametrize("score_mode", _validation.SCORE_MODES)
+@pytest.mark.parametrize(
+    "score_mode,implementation",
+    [(mode, path) for mode in _validation.SCORE_MODES for path in supported_paths(score_mode=mode)],
+)
 @pytest.mark.parametrize("policy", POLICIES)
 def test_outputs_within_tolerance_of_the_float64_reference(policy, score_mode, implementation):
     query, value, key = _inputs()
     layer = _layer(policy, implementation, score_mode)
     masks = [QUERY_MASK, VALUE_MASK, None]
-    output = _call(layer, [query, value, key], mask=masks, use_causal_mask=True)
+    output = layer([query, value, key], mask=masks, use_causal_mask=True)
     compute = COMPUTE_DTYPE[policy]
     assert _dtype(output) == compute
     variable_dtype = "float32" if policy.startswith("mixed") else compute
@@ -101,13 +95,13 @@ def test_outputs_within_tolerance_of_the_float64_reference(policy, score_mode, i
     np.testing.assert_allclose(output, expected, rtol=0, atol=TOLERANCES[compute])
 
 
-@pytest.mark.parametrize("implementation", _validation.IMPLEMENTATIONS)
+@pytest.mark.parametrize("implementation", supported_paths(return_attention_scores=True))
 @pytest.mark.parametrize("policy", POLICIES)
 def test_returned_weights(policy, implementation):
     query, value, key = _inputs()
     layer = _layer(policy, implementation)
-    output, weights = _call(
-        layer, [query, value, key], mask=[None, VALUE_MASK], return_attention_scores=True
+    output, weights = layer(
+        [query, value, key], mask=[None, VALUE_MASK], return_attention_scores=True
     )
     compute = COMPUTE_DTYPE[policy]
     assert _dtype(weights) == compute
@@ -122,13 +116,13 @@ def test_returned_weights(policy, implementation):
 LARGE = {"float32": 50.0, "bfloat16": 50.0, "float16": 150.0}
 
 
-@pytest.mark.parametrize("implementation", _validation.IMPLEMENTATIONS)
+@pytest.mark.parametrize("implementation", supported_paths())
 @pytest.mark.parametrize("policy", POLICIES)
 def test_large_scores_do_not_overflow(policy, implementation):
     compute = COMPUTE_DTYPE[policy]
     query, value, key = _inputs(seed=1, query_scale=LARGE[compute])
     layer = _layer(policy, implementation)
-    output = _call(layer, [query, value, key], mask=[None, VALUE_MASK])
+    output = layer([query, value, key], mask=[None, VALUE_MASK])
     # The reference sees the inputs as the layer does: rounded to its dtype.
     rounded = [
         np.asarray(ops.convert_to_numpy(ops.cast(x, compute)), "float32") for x in (query, key)
@@ -141,14 +135,16 @@ def test_large_scores_do_not_overflow(policy, implementation):
     np.testing.assert_allclose(output, expected, rtol=0, atol=TOLERANCES[compute])
 
 
-@pytest.mark.parametrize("implementation", _validation.IMPLEMENTATIONS)
+@pytest.mark.parametrize("implementation", supported_paths(score_mode="general"))
 @pytest.mark.parametrize("policy", POLICIES)
 def test_fully_masked_rows_have_zero_outputs_and_finite_gradients(policy, implementation):
     query, value, key = _inputs(seed=2)
     layer = _layer(policy, implementation, "general")
 
     def loss(query, value, key):
-        out = _call(layer, [query, value, key], mask=[None, VALUE_MASK], use_causal_mask=True)
+        out = layer(
+            [query, value, key], mask=[None, VALUE_MASK], use_causal_mask=True, training=True
+        )
         return ops.sum(ops.cast(out, "float32"))
 
     total, grads = value_and_grad(loss, query, value, key)

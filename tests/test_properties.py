@@ -5,16 +5,13 @@ masks with fully-masked rows, causal with either alignment, an attention
 mask, a scale); each implementation path in `_validation.IMPLEMENTATIONS`
 must give the reference's outputs, weights (where it returns them) and
 gradients, and nothing non-finite. A path that does not support a
-combination raises a `ValueError` naming `implementation`: not applicable,
-that path is left out of that example.
+combination (`tests.helpers.supported_paths`) is left out of that example;
+"auto" and "reference" never are.
 
 Gradients: each backend's autodiff of `sum(output * R)` against central
 differences of the float64 reference. The number of examples comes from the
 hypothesis profile (tests/conftest.py: "ci" by default, "dev" for more).
 """
-
-import functools
-from unittest import mock
 
 import numpy as np
 import pytest
@@ -23,8 +20,13 @@ from hypothesis import strategies as st
 from keras import ops
 
 from luong_attention import _validation, luong_attention
-from luong_attention.kernels import blocked as _blocked
-from tests.helpers import set_blocked_defaults, to_numpy, value_and_grad
+from tests.helpers import (
+    finite_differences,
+    small_blocks,
+    supported_paths,
+    to_numpy,
+    value_and_grad,
+)
 from tests.reference import reference_attention
 
 pytestmark = pytest.mark.filterwarnings("ignore:You are using a softmax over axis -1:UserWarning")
@@ -36,12 +38,6 @@ GRAD_ATOL = GRAD_RTOL = 2e-4
 BATCH_SIZES = (1, 2)
 LENGTHS = (1, 3)
 DIMS = (1, 2)
-
-
-@pytest.fixture(autouse=True)
-def small_blocks(monkeypatch):
-    # Blocks of 2 query rows: the blocked path crosses block boundaries.
-    set_blocked_defaults(monkeypatch, block_size=2)
 
 
 def _mask(draw, rng, batch, length, prefix):
@@ -103,40 +99,24 @@ def _projection(problem):
     return rng.standard_normal((*query.shape[:-1], value.shape[-1]))
 
 
-def _finite_difference_grads(problem, names, eps=1e-6):
+def _finite_difference_grads(problem, names):
     """Central differences of sum(output * R) of the float64 reference."""
     projection = _projection(problem)
-    arrays = {n: np.asarray(problem[n], np.float64) for n in names}
 
-    def loss(**changed):
-        return float(np.sum(_reference_output(problem, **changed)[0] * projection))
+    def loss(**arrays):
+        return float(np.sum(_reference_output(problem, **arrays)[0] * projection))
 
-    grads = []
-    for name in names:
-        grad = np.zeros_like(arrays[name])
-        for index in np.ndindex(*arrays[name].shape):
-            plus, minus = arrays[name].copy(), arrays[name].copy()
-            plus[index] += eps
-            minus[index] -= eps
-            grad[index] = (loss(**{name: plus}) - loss(**{name: minus})) / (2 * eps)
-        grads.append(grad)
-    return grads
+    return finite_differences(loss, {n: problem[n] for n in names}, names)
 
 
-def _call(problem, implementation, **overrides):
+def _call(problem, implementation, blocks=None, **overrides):
+    """`luong_attention` on the problem; the blocked path in blocks of 2 rows."""
     args = {**problem, **overrides}
     query, value, key = args.pop("query"), args.pop("value"), args.pop("key")
-    return luong_attention(query, value, key, implementation=implementation, **args)
-
-
-def _applicable(run):
-    """`run()`, or None where the path does not support the combination."""
-    try:
-        return run()
-    except ValueError as error:
-        if "argument implementation" in str(error):
-            return None
-        raise
+    blocks = small_blocks() if blocks is None else blocks
+    return luong_attention(
+        query, value, key, implementation=implementation, blocked_options=blocks, **args
+    )
 
 
 def _differentiable(problem):
@@ -147,15 +127,16 @@ def _differentiable(problem):
     return names
 
 
-def _loss_and_grads(problem, implementation, names):
+def _loss_and_grads(problem, implementation, names, blocks):
+    """In training, where the blocked path uses its own backward pass."""
     projection = ops.convert_to_tensor(_projection(problem).astype("float32"))
 
     def loss(*tensors):
-        out = _call(problem, implementation, **dict(zip(names, tensors, strict=True)))
+        arrays = dict(zip(names, tensors, strict=True))
+        out = _call(problem, implementation, blocks, training=True, **arrays)
         return ops.sum(out * projection)
 
-    inputs = [np.asarray(problem[n], "float32") for n in names]
-    return _applicable(lambda: value_and_grad(loss, *inputs))
+    return value_and_grad(loss, *[np.asarray(problem[n], "float32") for n in names])
 
 
 PROPERTY_SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -165,27 +146,19 @@ PROPERTY_SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.t
 @given(problem=problems())
 def test_outputs_and_weights_match_the_reference(problem):
     expected_output, expected_weights = _reference_output(problem)
-    ran = []
-    for implementation in _validation.IMPLEMENTATIONS:
-        output = _applicable(lambda: _call(problem, implementation))  # noqa: B023
-        if output is None:
-            continue
-        ran.append(implementation)
-        output = to_numpy(output)
+    with_weights = supported_paths(**problem, return_attention_scores=True)
+    for implementation in supported_paths(**problem):
+        output = to_numpy(_call(problem, implementation))
         assert np.all(np.isfinite(output)), implementation
         np.testing.assert_allclose(
             output, expected_output, atol=ATOL, rtol=RTOL, err_msg=implementation
         )
-        returned = _applicable(
-            lambda: _call(problem, implementation, return_attention_scores=True)  # noqa: B023
-        )
-        if returned is not None:
-            weights = to_numpy(returned[1])
+        if implementation in with_weights:
+            weights = to_numpy(_call(problem, implementation, return_attention_scores=True)[1])
             assert np.all(np.isfinite(weights)), implementation
             np.testing.assert_allclose(
                 weights, expected_weights, atol=ATOL, rtol=RTOL, err_msg=implementation
             )
-    assert "reference" in ran and "auto" in ran
 
 
 @PROPERTY_SETTINGS
@@ -195,17 +168,13 @@ def test_gradients_match_finite_differences_of_the_reference(problem):
     expected = _finite_difference_grads(problem, names)
     # The blocked path also with its long-input backward pass, which
     # recomputes the weights instead of keeping them.
-    default = _blocked.BlockedOptions().save_weights_below_bytes
-    runs = [(name, default) for name in _validation.IMPLEMENTATIONS] + [("blocked", 0)]
-    for implementation, save_below in runs:
-        options = functools.partial(
-            _blocked.BlockedOptions, block_size=2, save_weights_below_bytes=save_below
-        )
-        with mock.patch.object(_blocked, "BlockedOptions", options):
-            result = _loss_and_grads(problem, implementation, names)
-        if result is None:
-            continue
-        _, grads = result
+    paths = supported_paths(**problem)
+    runs = [(name, small_blocks()) for name in paths]
+    if "blocked" in paths:
+        runs.append(("blocked", small_blocks(recompute_weights=True)))
+    for implementation, blocks in runs:
+        _, grads = _loss_and_grads(problem, implementation, names, blocks)
+        save_below = blocks.save_weights_below_bytes
         for name, grad, want in zip(names, grads, expected, strict=True):
             message = f"{implementation} (weights saved below {save_below} bytes): d/d{name}"
             assert np.all(np.isfinite(grad)), message

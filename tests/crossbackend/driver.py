@@ -22,7 +22,6 @@ Interpreters, first found wins, for each backend:
 import argparse
 import itertools
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,11 +33,15 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from tests.crossbackend.cases import CASES, case_arrays, make_all_arrays  # noqa: E402
+from tests.helpers import run_subprocess  # noqa: E402
 from tests.reference import reference_attention  # noqa: E402
 
 BACKENDS = ("jax", "torch", "tensorflow")
 TOLERANCE = 1e-5
 OUTPUTS = ("output", "weights", "output_fast")
+# Seconds one worker phase may take (a backend's import included) before it
+# and its children are killed.
+WORKER_TIMEOUT = 900
 
 
 def find_interpreters(pairs, venv_root):
@@ -76,12 +79,12 @@ def run_workers(interpreters, phase, directory):
     for backend, python in interpreters.items():
         start = time.perf_counter()
         env = {**os.environ, "KERAS_BACKEND": backend, "PYTHONPATH": str(ROOT)}
-        result = subprocess.run(
+        result = run_subprocess(
             [str(python), "-m", "tests.crossbackend.worker", phase, str(directory)],
-            cwd=ROOT,
+            timeout=WORKER_TIMEOUT,
             env=env,
-            capture_output=True,
-            text=True,
+            cwd=ROOT,
+            check=False,
         )
         if result.returncode != 0:
             print(result.stdout, result.stderr, sep="\n")

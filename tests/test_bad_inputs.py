@@ -1,11 +1,12 @@
-"""Hostile and malformed input: one table, each case a documented result or a clear error.
+"""Bad and odd input: one table of errors, one of documented results.
 
 `CASES` is the table. A case is `(call, expected)`: `call(implementation)`
-runs the functional entry point or the layer, and `expected` is either
-`Raises(error, match)` or a function that checks the result. Cases that
-return a result run on every implementation path; a path that does not
-support the options raises a `ValueError` naming `implementation`, and that
-path is skipped.
+constructs the layer, calls it, or calls the function, and `expected` is
+either `Raises(error, match)` (the bad-input rows, `ERRORS`: the message must
+name the argument or show the received value) or a function that checks the
+result (odd but valid input, `RESULTS`). Errors come before any implementation
+path is chosen, so their rows run with "auto"; results run on every path that
+supports their options (`tests.helpers.supported_paths`).
 """
 
 import dataclasses
@@ -16,15 +17,15 @@ import numpy as np
 import pytest
 from keras import ops
 
-from luong_attention import LuongAttention, _validation, luong_attention
-from tests.helpers import set_blocked_defaults, to_numpy
+from luong_attention import LuongAttention, luong_attention
+from tests.helpers import small_blocks, supported_paths, to_numpy, value_and_grad
 from tests.reference import reference_attention
 
-_rng = np.random.default_rng(0)
-Q = _rng.standard_normal((2, 3, 4)).astype("float32")
-V = _rng.standard_normal((2, 5, 4)).astype("float32")
-K = _rng.standard_normal((2, 5, 4)).astype("float32")
-W = _rng.standard_normal((4, 4)).astype("float32")
+_data = np.random.default_rng(0)
+Q = _data.standard_normal((2, 3, 4)).astype("float32")
+V = _data.standard_normal((2, 5, 4)).astype("float32")
+K = _data.standard_normal((2, 5, 4)).astype("float32")
+W = _data.standard_normal((4, 4)).astype("float32")
 VALUE_MASK = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], bool)
 
 
@@ -34,19 +35,43 @@ class Raises:
     match: str
 
 
+@dataclasses.dataclass
+class Call:
+    """`run(implementation)` makes the call; `options` decide which paths support it."""
+
+    run: object
+    options: dict
+
+    def __call__(self, implementation):
+        return self.run(implementation)
+
+
 def fn(*args, **kwargs):
     """A call of `luong_attention` on the given implementation path."""
-    return lambda implementation: luong_attention(*args, implementation=implementation, **kwargs)
+    return Call(
+        lambda implementation: luong_attention(*args, implementation=implementation, **kwargs),
+        kwargs,
+    )
 
 
 def layer(inputs, init=None, **call_kwargs):
     """A call of a fresh `LuongAttention(**init)` (its implementation set per path)."""
 
-    def call(implementation):
+    def run(implementation):
         attention = LuongAttention(**(init or {}), implementation=implementation)
         return attention(inputs, **call_kwargs)
 
-    return call
+    return Call(run, {**(init or {}), **call_kwargs})
+
+
+def construct(**kwargs):
+    """Constructing `LuongAttention(**kwargs)`."""
+    return Call(lambda implementation: LuongAttention(**kwargs), kwargs)
+
+
+def symbolic(*shapes, init=None):
+    """A call of a fresh `LuongAttention(**init)` on `keras.Input`s of the given batch shapes."""
+    return layer([keras.Input(batch_shape=shape) for shape in shapes], init)
 
 
 def with_nan(array, index, value=np.nan):
@@ -102,6 +127,145 @@ BATCH_1 = np.zeros((2, 3), bool)
 BATCH_1[1] = True
 
 CASES = {
+    # --- constructor arguments ---------------------------------------------
+    "constructor score_mode 'additive'": (
+        construct(score_mode="additive"),
+        Raises(ValueError, r"argument score_mode.*Received: score_mode='additive'"),
+    ),
+    "constructor causal_alignment 'left'": (
+        construct(causal_alignment="left"),
+        Raises(ValueError, r"argument causal_alignment.*Received: causal_alignment='left'"),
+    ),
+    "constructor implementation 'cuda'": (
+        construct(implementation="cuda"),
+        Raises(ValueError, r"argument implementation.*Received: implementation='cuda'"),
+    ),
+    "constructor dropout 1.0": (
+        construct(dropout=1.0),
+        Raises(ValueError, r"argument dropout.*\[0, 1\).*Received: dropout=1.0"),
+    ),
+    "constructor dropout -0.1": (
+        construct(dropout=-0.1),
+        Raises(ValueError, r"argument dropout.*Received: dropout=-0.1"),
+    ),
+    "constructor dropout a string": (
+        construct(dropout="0.5"),
+        Raises(TypeError, r"argument dropout.*Received: dropout='0.5'"),
+    ),
+    "constructor use_scale a string": (
+        construct(use_scale="yes"),
+        Raises(TypeError, r"argument use_scale.*Received: use_scale='yes'"),
+    ),
+    "constructor causal a string": (
+        construct(causal="yes"),
+        Raises(TypeError, r"argument causal.*Received: causal='yes'"),
+    ),
+    "constructor seed a float": (
+        construct(seed=1.5),
+        Raises(TypeError, r"argument seed.*Received: seed=1.5"),
+    ),
+    # --- the layer's call convention ------------------------------------------
+    "layer on one tensor": (
+        layer(Q),
+        Raises(ValueError, r"must be called on a list of inputs.*Received"),
+    ),
+    "layer on a dict of one": (
+        layer({"query": Q}),
+        Raises(ValueError, r"must be called on a list of inputs.*Received"),
+    ),
+    "layer on a list of 1": (
+        layer([Q]),
+        Raises(ValueError, r"inputs of length 2 or 3.*Received length: 1"),
+    ),
+    "layer on a list of 4": (
+        layer([Q, V, V, V]),
+        Raises(ValueError, r"inputs of length 2 or 3.*Received length: 4"),
+    ),
+    "layer mask not a list": (
+        layer([Q, V], mask=np.ones((2, 3), bool)),
+        Raises(ValueError, r"mask must be a list.*Received: mask="),
+    ),
+    "mask list of length 4": (
+        layer([Q, V], mask=[None, None, None, None]),
+        Raises(ValueError, r"mask of length 2 or 3.*Received length: 4"),
+    ),
+    "layer rank-1 query": (
+        layer([Q[0, 0], V[0]]),
+        Raises(ValueError, r"argument query.*rank >= 2.*Received: query.shape=\(4,\)"),
+    ),
+    "layer query and key dims differ": (
+        layer([Q, V[..., :3]]),
+        Raises(
+            ValueError, r"same last dim.*Received: query.shape=\(2, 3, 4\), key.shape=\(2, 5, 3\)"
+        ),
+    ),
+    "layer key longer than value": (
+        layer([Q, V, np.zeros((2, 6, 4), "float32")]),
+        Raises(
+            ValueError,
+            r"key and value must have the same length"
+            r".*Received: key.shape=\(2, 6, 4\), value.shape=\(2, 5, 4\)",
+        ),
+    ),
+    "layer batch sizes 2 and 3": (
+        layer([Q, np.zeros((3, 5, 4), "float32")]),
+        Raises(
+            ValueError,
+            r"equal or broadcast.*Received: query.shape=\(2, 3, 4\), value.shape=\(3, 5, 4\)",
+        ),
+    ),
+    "layer rank-4 value whose batch dims do not broadcast": (
+        layer([Q, np.zeros((2, 3, 5, 4), "float32")]),
+        Raises(ValueError, r"equal or broadcast.*Received: .*value.shape=\(2, 3, 5, 4\)"),
+    ),
+    "layer query mask of the wrong length": (
+        layer([Q, V], mask=[np.ones((2, 4), bool), None]),
+        Raises(
+            ValueError,
+            r"argument query_mask.*Expected \(2, 3\).*Received: query_mask.shape=\(2, 4\)",
+        ),
+    ),
+    "layer value mask of the wrong batch": (
+        layer([Q, V], mask=[None, np.ones((3, 5), bool)]),
+        Raises(ValueError, r"argument value_mask.*Received: value_mask.shape=\(3, 5\)"),
+    ),
+    "layer key mask of too high rank": (
+        layer([Q, V], mask=[None, None, np.ones((2, 5, 1), bool)]),
+        Raises(ValueError, r"argument key_mask.*Received: key_mask.shape=\(2, 5, 1\)"),
+    ),
+    "layer int32 query": (
+        layer([Q.astype("int32"), V]),
+        Raises(TypeError, r"argument query.*floating-point.*Received: query.dtype=int32"),
+    ),
+    "layer attention_mask of the wrong shape": (
+        layer([Q, V], attention_mask=np.ones((3, 4), bool)),
+        Raises(
+            ValueError,
+            r"argument attention_mask.*\(2, 3, 5\).*Received: attention_mask.shape=\(3, 4\)",
+        ),
+    ),
+    "symbolic inputs are checked before any backend op": (
+        symbolic((None, 3, 4), (None, 5, 4), (None, 6, 4)),
+        Raises(
+            ValueError, r"key and value must have the same length.*Received: key.shape=\(None, 6"
+        ),
+    ),
+    "general score with an unknown query dim": (
+        symbolic((None, 3, None), (None, 5, 4), init={"score_mode": "general"}),
+        Raises(
+            ValueError,
+            r"score_mode='general' needs the last dims.*Received: input_shape=",
+        ),
+    ),
+    # --- the function's options ------------------------------------------------
+    "function score_mode 'bahdanau'": (
+        fn(Q, V, score_mode="bahdanau"),
+        Raises(ValueError, r"argument score_mode.*Received: score_mode='bahdanau'"),
+    ),
+    "function dropout 2.0": (
+        fn(Q, V, dropout=2.0),
+        Raises(ValueError, r"argument dropout.*Received: dropout=2.0"),
+    ),
     # --- wrong types of the inputs -----------------------------------------
     "query None": (
         fn(None, V),
@@ -385,7 +549,7 @@ RESULTS = {name: case for name, case in CASES.items() if not isinstance(case[1],
 
 
 @pytest.mark.parametrize("case", list(ERRORS), ids=list(ERRORS))
-def test_hostile_input_raises(case):
+def test_bad_input_raises(case):
     call, expected = ERRORS[case]
     # Checked before any implementation path is chosen: "auto" stands for all.
     with pytest.raises(expected.error, match=expected.match):
@@ -393,17 +557,17 @@ def test_hostile_input_raises(case):
     assert re.search(r"argument|Received", expected.match), "pin the argument or the value"
 
 
-@pytest.mark.parametrize("implementation", _validation.IMPLEMENTATIONS)
-@pytest.mark.parametrize("case", list(RESULTS), ids=list(RESULTS))
-def test_hostile_input_result(case, implementation):
+@pytest.mark.parametrize(
+    "case,implementation",
+    [
+        (case, path)
+        for case, (call, _) in RESULTS.items()
+        for path in supported_paths(**call.options)
+    ],
+)
+def test_odd_input_result(case, implementation):
     call, check = RESULTS[case]
-    try:
-        result = call(implementation)
-    except ValueError as error:
-        if implementation == "auto" or "argument implementation" not in str(error):
-            raise
-        pytest.skip(f"implementation={implementation!r} does not support this call")
-    check(result)
+    check(call(implementation))
 
 
 def test_symbolic_zero_length_time_dim():
@@ -415,13 +579,14 @@ def test_symbolic_zero_length_time_dim():
     assert to_numpy(model([Q[:, :0], V])).shape == (2, 0, 4)
 
 
-def test_nan_in_a_blocked_row_stays_in_its_row_when_blocks_are_chained(monkeypatch):
+def test_nan_in_a_blocked_row_stays_in_its_row_when_blocks_are_chained():
     """The blocked path orders its blocks through each previous block's result."""
-
-    set_blocked_defaults(monkeypatch, block_size=2)
-    set_blocked_defaults(monkeypatch, chain_above_bytes=0)
     query = np.tile(Q, (1, 2, 1))
-    output = to_numpy(luong_attention(with_nan(query, (0, 0, 0)), V, implementation="blocked"))
+    output = to_numpy(
+        luong_attention(
+            with_nan(query, (0, 0, 0)), V, implementation="blocked", blocked_options=small_blocks()
+        )
+    )
     nan_rows = np.isnan(output).any(-1)
     assert nan_rows[0, 0] and nan_rows.sum() == 1
     expected = reference_attention(query, V)[0]
@@ -429,12 +594,10 @@ def test_nan_in_a_blocked_row_stays_in_its_row_when_blocks_are_chained(monkeypat
 
 
 def test_nan_in_padding_gives_finite_gradients():
-    from tests.helpers import value_and_grad
-
     value = with_nan(V, (0, 4, 1))
 
     def loss(value):
-        out = luong_attention(Q, value, value_mask=VALUE_MASK)
+        out = luong_attention(Q, value, value_mask=VALUE_MASK, training=True)
         return ops.sum(out)
 
     _, (grad,) = value_and_grad(loss, value)
