@@ -246,20 +246,6 @@ def run_layer_test(
         np.testing.assert_allclose(to_numpy(loaded(inputs)), expected, rtol=0, atol=0)
 
 
-def set_blocked_defaults(monkeypatch, **fields):
-    """Makes the blocked path's default `BlockedOptions` use `fields` for one test."""
-    import functools
-
-    from luong_attention.kernels import blocked
-
-    monkeypatch.setattr(
-        blocked, "BlockedOptions", functools.partial(blocked.BlockedOptions, **fields)
-    )
-
-
-# --- Subprocesses -----------------------------------------------------------
-
-
 def run_subprocess(args, timeout, env=None, cwd=None, check=True):
     """Runs `args` in a new session; returns the `subprocess.CompletedProcess`.
 
