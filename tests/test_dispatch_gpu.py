@@ -1,0 +1,187 @@
+"""The "auto" choice on a GPU, checked on any machine.
+
+`_dispatch.device_kind` is made to say "gpu", so the GPU rows of
+`auto_table.json` decide. Until a GPU benchmark writes measured rows they
+hold the rule of `benchmarks/gpu_rankings.py`, restated here by hand:
+"fused" wherever the backend's kernel takes the call's dtype and masks
+(PyTorch: every dtype and mask; JAX: float16/bfloat16 with no mask or a
+plain causal one; TensorFlow: never), else "reference" up to T=2048 and
+"blocked" above. When measured rows replace the rule rows, the expectations
+here are to be replaced by the measured order.
+"""
+
+import itertools
+
+import keras
+import numpy as np
+import pytest
+
+from luong_attention import _dispatch, functional, luong_attention
+from tests.helpers import to_numpy
+from tests.reference import reference_attention
+
+BACKENDS = ("jax", "torch", "tensorflow")
+DTYPES = ("float32", "float16", "bfloat16")
+MASKS = ("none", "padding", "causal", "causal+padding")
+LENGTHS = (16, 1024, 2048, 4096, 16384)
+
+
+@pytest.fixture
+def on_gpu(monkeypatch):
+    monkeypatch.setattr(_dispatch, "device_kind", lambda: "gpu")
+    _dispatch._auto.cache_clear()
+    yield
+    _dispatch._auto.cache_clear()
+
+
+@pytest.fixture
+def flash_disabled():
+    before = keras.config.is_flash_attention_enabled()
+    keras.config.disable_flash_attention()
+    yield
+    if before is None:
+        keras.utils.clear_session(free_memory=False)  # the only way back to "unset"
+    elif before:
+        keras.config.enable_flash_attention()
+
+
+def _call(length, mask, dtype, training, **options):
+    return _dispatch.Call(
+        q_len=length,
+        kv_len=length,
+        masked="padding" in mask,
+        causal="causal" in mask,
+        dtype=dtype,
+        training=training,
+        **options,
+    )
+
+
+def _has_kernel(backend, mask, dtype):
+    if backend == "torch":
+        return True
+    if backend == "jax":
+        return dtype in ("float16", "bfloat16") and mask in ("none", "causal")
+    return False
+
+
+def _expected(backend, length, mask, dtype):
+    if _has_kernel(backend, mask, dtype):
+        return "fused"
+    return "reference" if length <= 2048 else "blocked"
+
+
+CASES = list(itertools.product(BACKENDS, LENGTHS, MASKS, DTYPES, (False, True)))
+
+
+@pytest.mark.parametrize(("backend", "length", "mask", "dtype", "training"), CASES)
+def test_auto_on_gpu_follows_the_kernel_rule(on_gpu, backend, length, mask, dtype, training):
+    call = _call(length, mask, dtype, training)
+    assert _dispatch._auto(call, None, backend) == _expected(backend, length, mask, dtype)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize(
+    "options",
+    [
+        dict(return_attention_scores=True),
+        dict(score_mode="concat"),
+        dict(dropout_active=True),
+    ],
+    ids=["return_attention_scores", "concat", "dropout"],
+)
+@pytest.mark.parametrize("length", [16, 4096])
+def test_auto_on_gpu_falls_back_for_what_only_reference_supports(on_gpu, backend, options, length):
+    for mask, dtype in itertools.product(MASKS, DTYPES):
+        call = _call(length, mask, dtype, training=True, **options)
+        assert _dispatch._auto(call, None, backend) == "reference"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_auto_on_gpu_with_unknown_lengths_never_takes_blocked(on_gpu, backend):
+    for mask, dtype in itertools.product(MASKS, DTYPES):
+        call = _call(None, mask, dtype, training=True)
+        expected = "fused" if _has_kernel(backend, mask, dtype) else "reference"
+        assert _dispatch._auto(call, None, backend) == expected
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_auto_on_gpu_never_takes_fused_with_flash_disabled(on_gpu, backend):
+    for length, mask, dtype in itertools.product(LENGTHS, MASKS, DTYPES):
+        call = _call(length, mask, dtype, training=False)
+        expected = "reference" if length <= 2048 else "blocked"
+        assert _dispatch._auto(call, False, backend) == expected
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_auto_on_gpu_takes_fused_with_flash_enabled(on_gpu, backend):
+    for length, mask, dtype in itertools.product(LENGTHS, MASKS, DTYPES):
+        assert _dispatch._auto(_call(length, mask, dtype, False), True, backend) == "fused"
+
+
+def test_the_gpu_table_covers_every_regime():
+    keys = set(_dispatch._rankings())
+    regimes = [name for _, name in _dispatch._table()["length_regimes"]]
+    for backend, length, mask, dtype, mode in itertools.product(
+        BACKENDS, regimes, MASKS, ("float32", "low"), ("train", "infer")
+    ):
+        assert (backend, "gpu", length, mask, dtype, mode) in keys
+    for row in _dispatch._table()["rankings"]:
+        if row["device"] == "gpu":
+            assert sorted(row["paths"]) == sorted(_dispatch.PATHS)
+            assert row["measured"] or row["rule"]
+
+
+@pytest.fixture
+def chosen_paths(monkeypatch):
+    """Records which kernel each `luong_attention` call ran."""
+    calls = []
+    for name in ("reference_attention", "fused_attention", "blocked_attention"):
+        kernel = getattr(functional, name)
+
+        def recording(*args, _kernel=kernel, _name=name, **kwargs):
+            calls.append(_name.removesuffix("_attention"))
+            return _kernel(*args, **kwargs)
+
+        monkeypatch.setattr(functional, name, recording)
+    return calls
+
+
+def _inputs(dtype, length=8, dim=8):
+    rng = np.random.default_rng(0)
+    query, value = (rng.standard_normal((2, length, dim)).astype("float32") for _ in range(2))
+    value_mask = rng.random((2, length)) > 0.3
+    value_mask[:, 0] = True
+    return query, value, value_mask
+
+
+@pytest.mark.parametrize("mask", MASKS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_call_on_gpu_runs_the_chosen_kernel(on_gpu, chosen_paths, mask, dtype):
+    backend = keras.backend.backend()
+    query, value, value_mask = _inputs(dtype)
+    masked = "padding" in mask
+    out = luong_attention(
+        keras.ops.cast(query, dtype),
+        keras.ops.cast(value, dtype),
+        value_mask=value_mask if masked else None,
+        causal="causal" in mask,
+    )
+    assert chosen_paths == [_expected(backend, 8, mask, dtype)]
+    ref, _ = reference_attention(
+        query, value, value_mask=value_mask if masked else None, causal="causal" in mask
+    )
+    tol = 1e-5 if dtype == "float32" else 5e-2
+    np.testing.assert_allclose(to_numpy(out).astype("float32"), ref, atol=tol, rtol=tol)
+
+
+def test_a_call_on_gpu_with_flash_disabled_never_runs_fused(on_gpu, flash_disabled, chosen_paths):
+    query, value, value_mask = _inputs("bfloat16")
+    for mask in MASKS:
+        luong_attention(
+            keras.ops.cast(query, "bfloat16"),
+            keras.ops.cast(value, "bfloat16"),
+            value_mask=value_mask if "padding" in mask else None,
+            causal="causal" in mask,
+        )
+    assert chosen_paths == ["reference"] * len(MASKS)
