@@ -68,7 +68,10 @@ def regime_of(length, regimes):
 def kernel_rule(backend, mask, dtype):
     """`(has_kernel, reason)`: whether the backend's fused op has a GPU kernel for the call."""
     if backend == "torch":
-        return True, "torch: SDPA has a flash or memory-efficient CUDA kernel for every dtype and mask"
+        return (
+            True,
+            "torch: SDPA has a flash or memory-efficient CUDA kernel for every dtype and mask",
+        )
     if backend == "jax":
         if dtype != "low":
             return False, "jax: cuDNN attention takes float16/bfloat16 only (float32 runs XLA)"
