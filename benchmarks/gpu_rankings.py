@@ -29,7 +29,7 @@ Without a kernel: "reference" up to the 1024 regime (T <= 2048, where the
 (T, T) scores of a batch of heads fit easily), "blocked" above (O(T) memory).
 
     python benchmarks/gpu_rankings.py                      # rule rows into the table
-    python benchmarks/gpu_rankings.py --results gpu-results/gpu_bench.json
+    python benchmarks/gpu_rankings.py --results gpu-results/gpu_bench-*.json
 """
 
 import argparse
@@ -156,20 +156,25 @@ def with_gpu_rows(table, rows):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", help="gpu_bench.json of benchmarks/gpu.py (default: rule)")
+    parser.add_argument(
+        "--results", nargs="+", help="gpu_bench-<backend>.json files of benchmarks/gpu.py"
+    )
     parser.add_argument("--table", default=TABLE)
     args = parser.parse_args(argv)
     results = None
     if args.results:
-        with open(args.results, encoding="utf-8") as f:
-            results = json.load(f)
+        results = {"rows": []}
+        for path in args.results:
+            with open(path, encoding="utf-8") as f:
+                results["rows"] += json.load(f)["rows"]
     rows = gpu_rows(results)
     with open(args.table, encoding="utf-8") as f:
         table = json.load(f)
     table = with_gpu_rows(table, rows)
+    root = os.path.dirname(HERE)
     table["gpu_source"] = (
-        os.path.relpath(os.path.abspath(args.results), os.path.dirname(HERE))
-        if results is not None
+        [os.path.relpath(os.path.abspath(p), root) for p in args.results]
+        if args.results
         else "rule (no GPU run yet): benchmarks/gpu_rankings.py"
     )
     with open(args.table, "w", encoding="utf-8") as f:

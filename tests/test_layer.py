@@ -6,7 +6,7 @@ import pytest
 from keras import ops
 
 from luong_attention import LuongAttention, luong_attention
-from tests.helpers import supported_paths, to_numpy, value_and_grad
+from tests.helpers import to_numpy, value_and_grad
 from tests.reference import reference_attention
 
 
@@ -308,24 +308,3 @@ def test_trains_in_a_model():
     history = model.fit([query, value], target, epochs=5, batch_size=16, verbose=0)
     assert history.history["loss"][-1] < history.history["loss"][0]
     assert all(not np.array_equal(b, to_numpy(w)) for b, w in zip(before, att.weights, strict=True))
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("implementation", supported_paths())
-@pytest.mark.parametrize("dtype", ["float32", "mixed_float16", "mixed_bfloat16"])
-def test_on_the_gpu_matches_the_reference(dtype, implementation, rng):
-    query, value = _normal(rng, 2, 64, 32), _normal(rng, 2, 80, 32)
-    value_mask = rng.random((2, 80)) > 0.2
-    value_mask[1] = False
-    layer = LuongAttention(dtype=dtype, implementation=implementation)
-    out = layer([query, value], mask=[None, value_mask])
-    assert "cpu" not in str(getattr(out, "device", "gpu")).lower()
-    ref = reference_attention(query, value, value_mask=value_mask)
-    atol = 1e-4 if dtype == "float32" else 3e-2
-    np.testing.assert_allclose(to_numpy(out).astype("float32"), ref[0], atol=atol, rtol=atol)
-    if implementation in supported_paths(return_attention_scores=True):
-        out, weights = layer([query, value], mask=[None, value_mask], return_attention_scores=True)
-        np.testing.assert_allclose(to_numpy(out).astype("float32"), ref[0], atol=atol, rtol=atol)
-        np.testing.assert_allclose(
-            to_numpy(weights).astype("float32"), ref[1], atol=atol, rtol=atol
-        )
