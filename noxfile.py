@@ -73,8 +73,9 @@ def _install(session, backend, requirements, *groups, constrain=True):
 
 
 def _gpu_count(session, backend):
+    """The number of GPUs the backend sees; None under `nox --install-only` (nothing runs)."""
     out = session.run("python", "-c", DEVICE_PROBE[backend], silent=True)
-    return int(out.strip().splitlines()[-1])
+    return None if out is None else int(out.strip().splitlines()[-1])
 
 
 def _install_cpu(session, backend, *groups, constrain=True):
@@ -107,14 +108,41 @@ def tests_latest(session, backend):
     session.run("pytest", *session.posargs)
 
 
+# The environment of GPU runs, as benchmarks/gpu_run.sh sets it: JAX takes
+# memory as it needs it (tests) and full float32 matmuls (no TF32; the tests'
+# conftest sets it too under --check-gpu).
+GPU_ENV = {
+    "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
+    "JAX_DEFAULT_MATMUL_PRECISION": "highest",
+}
+
+
+def _install_gpu(session, backend, *groups):
+    _install(session, backend, GPU_REQUIREMENTS, *groups)
+    if _gpu_count(session, backend) == 0:
+        session.error(f"{backend} sees no GPU")
+    session.env.update(GPU_ENV)
+
+
 @nox.session(default=False)
 @nox.parametrize("backend", BACKENDS)
 def tests_gpu(session, backend):
     """Run the test suite on a GPU build of one backend; fails without a GPU."""
-    _install(session, backend, GPU_REQUIREMENTS, "test")
-    if _gpu_count(session, backend) == 0:
-        session.error(f"{backend} sees no GPU")
-    session.run("pytest", "--check-gpu", *session.posargs)
+    _install_gpu(session, backend, "test")
+    junit = Path("gpu-results", f"junit-{backend}.xml")
+    session.run("pytest", "--check-gpu", f"--junitxml={junit}", *session.posargs)
+
+
+@nox.session(default=False)
+@nox.parametrize("backend", BACKENDS)
+def bench_gpu(session, backend):
+    """Run the GPU benchmark (benchmarks/gpu.py) on one backend; results in gpu-results/."""
+    _install_gpu(session, backend, "bench")
+    session.env.pop("XLA_PYTHON_CLIENT_PREALLOCATE")
+    session.env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = "0.9"
+    session.run(
+        "python", "benchmarks/gpu.py", "--out=gpu-results", "--require-gpu", *session.posargs
+    )
 
 
 @nox.session(default=False)

@@ -21,8 +21,10 @@ eagerly; each timed call waits for the device (`jax.block_until_ready`,
 `torch.cuda.synchronize`, a host copy of a scalar on TensorFlow). The first
 call (compilation, autotuning) is not timed; the median of `--repeats` calls
 is. A case that runs out of memory is recorded as "oom", not raised. Cases
-run most important first (T=4096, then 16384, then 1024); with `--budget-s`
-the cases left when the budget is spent are recorded as "budget".
+run most important first (D=64, bfloat16, T=4096, ...); with `--budget-s`
+the cases left when the budget is spent are recorded as "budget". The
+loops run D, then dtype, then T, then mask, so a run cut short has
+measured every T.
 
 Results: `<out>/gpu_bench-<backend>.json` (rewritten after every case, so
 a run cut short keeps what it measured); `benchmarks/gpu_rankings.py
@@ -330,8 +332,9 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, f"gpu_bench-{backend}.json")
     began = time.perf_counter()
-    grid = itertools.product(lengths, dims, args.dtypes, args.masks)
-    for length, dim, dtype, mask in grid:
+    # Every length early (a run cut short by its budget still spans them).
+    grid = itertools.product(dims, args.dtypes, lengths, args.masks)
+    for dim, dtype, length, mask in grid:
         over_budget = args.budget_s is not None and time.perf_counter() - began > args.budget_s
         case = None if over_budget else Case(length, dim, dtype, mask)
         for mode, impl in itertools.product(args.modes, args.impls):
