@@ -3,7 +3,9 @@
 `unsupported_reason` is the one definition of what each path supports;
 `choose_path` the one place a path is chosen. "auto" reads the measured
 ranking of the paths for the call's regime from `auto_table.json`, which
-`nox -s bench` writes (see `benchmarks/`), and honours
+`nox -s bench` writes (see `benchmarks/`; its GPU rows come from
+`benchmarks/gpu_rankings.py`: measured by `benchmarks/gpu.py`, or until
+then the rule of which backend kernel takes which masks), and honours
 `keras.config.enable_flash_attention()` / `disable_flash_attention()` as
 `keras.layers.MultiHeadAttention` does. Where the backends' ops really
 differ, `kernel_options` says so here, not in the kernels.
