@@ -6,8 +6,8 @@ hold the rule of `benchmarks/gpu_rankings.py`, restated here by hand:
 "fused" wherever the backend's kernel takes the call's dtype and masks
 (PyTorch: every dtype and mask; JAX: float16/bfloat16 with no mask or a
 plain causal one; TensorFlow: never), else "reference" up to T=2048 and
-"blocked" above. When measured rows replace the rule rows, the expectations
-here are to be replaced by the measured order.
+"blocked" above. A row that a GPU benchmark measured (`"measured": true`)
+is checked against its own order instead.
 """
 
 import itertools
@@ -65,8 +65,24 @@ def _has_kernel(backend, mask, dtype):
     return False
 
 
-def _expected(backend, length, mask, dtype):
-    if _has_kernel(backend, mask, dtype):
+def _row(backend, length, mask, dtype, training):
+    regime = _dispatch.length_regime(length, length)
+    low = "low" if dtype in ("float16", "bfloat16") else "float32"
+    mode = "train" if training else "infer"
+    (row,) = [
+        r
+        for r in _dispatch._table()["rankings"]
+        if (r["backend"], r["device"], r["length"], r["mask"], r["dtype"], r["mode"])
+        == (backend, "gpu", regime, mask, low, mode)
+    ]
+    return row
+
+
+def _expected(backend, length, mask, dtype, training=False, flash=None):
+    row = _row(backend, length, mask, dtype, training)
+    if row["measured"]:
+        return next(p for p in row["paths"] if not (flash is False and p == "fused"))
+    if flash is not False and _has_kernel(backend, mask, dtype):
         return "fused"
     return "reference" if length <= 2048 else "blocked"
 
@@ -77,7 +93,8 @@ CASES = list(itertools.product(BACKENDS, LENGTHS, MASKS, DTYPES, (False, True)))
 @pytest.mark.parametrize(("backend", "length", "mask", "dtype", "training"), CASES)
 def test_auto_on_gpu_follows_the_kernel_rule(on_gpu, backend, length, mask, dtype, training):
     call = _call(length, mask, dtype, training)
-    assert _dispatch._auto(call, None, backend) == _expected(backend, length, mask, dtype)
+    expected = _expected(backend, length, mask, dtype, training)
+    assert _dispatch._auto(call, None, backend) == expected
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -109,8 +126,10 @@ def test_auto_on_gpu_with_unknown_lengths_never_takes_blocked(on_gpu, backend):
 def test_auto_on_gpu_never_takes_fused_with_flash_disabled(on_gpu, backend):
     for length, mask, dtype in itertools.product(LENGTHS, MASKS, DTYPES):
         call = _call(length, mask, dtype, training=False)
-        expected = "reference" if length <= 2048 else "blocked"
-        assert _dispatch._auto(call, False, backend) == expected
+        assert _dispatch._auto(call, False, backend) != "fused"
+        assert _dispatch._auto(call, False, backend) == _expected(
+            backend, length, mask, dtype, flash=False
+        )
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
