@@ -15,7 +15,6 @@ The last test is not a GPU test: it checks, on any machine, that
 """
 
 import os
-import subprocess
 import sys
 
 import keras
@@ -25,7 +24,7 @@ from keras import ops
 
 from luong_attention import LuongAttention, luong_attention
 from luong_attention.kernels import BlockedOptions
-from tests.helpers import supported_paths, to_numpy, value_and_grad
+from tests.helpers import run_subprocess, supported_paths, to_numpy, value_and_grad
 from tests.reference import reference_attention
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -141,17 +140,14 @@ def test_on_the_gpu_matches_the_reference(dtype, implementation, rng):
 
 
 def test_check_gpu_is_a_usage_error_without_a_gpu():
-    # No GPU visible to any backend, whatever this machine has. A plain
-    # subprocess call with a timeout (tests/helpers.py has no process helper
-    # on this branch).
+    # No GPU visible to any backend, whatever this machine has.
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="", JAX_PLATFORMS="cpu")
-    proc = subprocess.run(
+    proc = run_subprocess(
         [sys.executable, "-m", "pytest", "--check-gpu", "-p", "no:cacheprovider", __file__],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
         timeout=300,
+        env=env,
+        cwd=ROOT,
+        check=False,
     )
     assert proc.returncode == pytest.ExitCode.USAGE_ERROR, proc.stdout + proc.stderr
     assert f"the {keras.backend.backend()} backend sees no GPU" in proc.stderr
