@@ -119,8 +119,9 @@ cat "$out/environment.txt"
 case "$tests" in
     gpu) test_args=(tests/test_gpu.py) ;;
     core)
-        test_args=(tests/test_gpu.py tests/test_dispatch_gpu.py tests/test_implementations.py
-            tests/test_gradients.py tests/test_precision.py tests/test_layer.py)
+        test_args=(tests/test_gpu.py tests/test_dispatch_gpu.py tests/test_auto_table.py
+            tests/test_implementations.py tests/test_gradients.py tests/test_precision.py
+            tests/test_layer.py)
         ;;
     full) test_args=() ;;
     *)
