@@ -106,11 +106,15 @@ fi
 
 {
     date -u '+%Y-%m-%d %H:%M:%S UTC'
-    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || true
+    if command -v nvidia-smi >/dev/null; then
+        nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1
+    else
+        echo "nvidia-smi: not found"
+    fi
     for b in $backends; do
         py="$(python_for "$b")"
-        echo "$b: $("$py" --version 2>&1);" \
-            "$("$py" -c "import keras, $b; print('keras', keras.__version__, '$b', $b.__version__)")"
+        echo "$b: $("$py" --version 2>&1);" "$(KERAS_BACKEND="$b" "$py" -c \
+            "import keras, $b; print('keras', keras.__version__, '$b', $b.__version__)" 2>&1)"
     done
 } >"$out/environment.txt"
 cat "$out/environment.txt"
