@@ -365,6 +365,14 @@ def main(argv=None):
         print(f"not writing {args.table}: no results for {', '.join(missing)}")
         return
     table = auto_table(results, os.path.relpath(os.path.abspath(args.results), ROOT))
+    if os.path.exists(args.table):
+        # Rows of devices this run did not measure (the GPU's, from
+        # benchmarks/gpu_rankings.py) stay as they are.
+        with open(args.table) as f:
+            previous = json.load(f)
+        devices = {row["device"] for row in table["rankings"]}
+        table["rankings"] += [r for r in previous["rankings"] if r["device"] not in devices]
+        table.update({k: v for k, v in previous.items() if k.startswith("gpu_")})
     with open(args.table, "w") as f:
         json.dump(table, f, indent=1)
         f.write("\n")
