@@ -4,9 +4,9 @@ The benchmark (`nox -s bench`) and the examples (`nox -s examples`) write their
 results under `benchmarks/results/`. At build time this hook
 
 - publishes every figure found there under `generated/` (so pages link
-  `generated/bench.png`, `generated/examples/jax/dates_attention.png`);
-- replaces `<!-- generated: benchmark-tables -->` with every Markdown table
-  the benchmark wrote (`benchmarks/results/*.md`), and
+  `generated/grid.png`, `generated/examples/jax/dates_attention.png`);
+- replaces `<!-- generated: benchmark-tables -->` with the tables the
+  benchmark wrote (`benchmarks/results/grid.md`), and
   `<!-- generated: examples-table -->` with a table built from the examples'
   JSON summaries (`benchmarks/results/examples/<backend>/*.json`).
 
@@ -44,14 +44,11 @@ def on_page_markdown(markdown, page, config, files):
 
 
 def _benchmark_tables():
-    tables = sorted(RESULTS.glob("*.md"))
-    if not tables:
-        raise PluginError(f"No benchmark tables in {RESULTS}: run `nox -s bench`")
-    parts = []
-    for path in tables:
-        rel = path.relative_to(ROOT).as_posix()
-        parts.append(f"### `{rel}`\n\n{path.read_text(encoding='utf-8').strip()}\n")
-    return "\n".join(parts)
+    path = RESULTS / "grid.md"
+    if not path.exists():
+        raise PluginError(f"No benchmark tables at {path}: run `nox -s bench`")
+    rel = path.relative_to(ROOT).as_posix()
+    return f"From `{rel}`:\n\n{path.read_text(encoding='utf-8').strip()}\n"
 
 
 def _examples_table():
