@@ -583,6 +583,9 @@ def _interpolate(measured, length, batch, dim):
     if not above:
         return lo[1] * max(1.0, target / lo[2])
     hi = above[0]
+    if hi[2] == lo[2]:
+        # Equal work at two lengths (B=32, T=1024 and B=2, T=4096): no slope.
+        return lo[1]
     frac = (math.log(target) - math.log(lo[2])) / (math.log(hi[2]) - math.log(lo[2]))
     return math.exp(math.log(lo[1]) + frac * (math.log(hi[1]) - math.log(lo[1])))
 
@@ -668,6 +671,10 @@ def drive(args):
     out = os.path.join(args.out, "grid.json")
     if args.only:
         results = merge_into(out, results)
+    os.makedirs(args.out, exist_ok=True)
+    # Written before the estimate below, so that nothing measured is lost.
+    with open(out, "w") as f:
+        json.dump(results, f, indent=1)
     full_rounds = 3
     estimate = estimate_full_seconds(
         results["grid"],
@@ -676,7 +683,6 @@ def drive(args):
         _extra_seconds(results, full_rounds),
     )
     results["estimate_full_run_s"] = estimate
-    os.makedirs(args.out, exist_ok=True)
     with open(out, "w") as f:
         json.dump(results, f, indent=1)
     print(f"wrote {os.path.relpath(out, ROOT)}")
