@@ -290,7 +290,7 @@ def build(session):
     # A fresh venv holding the wheel (not the source tree) and one backend.
     session.install(*CPU_REQUIREMENTS["jax"], "-c", CONSTRAINTS)
     (wheel,) = dist.glob("*.whl")
-    test_groups = nox.project.dependency_groups(PYPROJECT, "test")
+    test_groups = nox.project.dependency_groups(PYPROJECT, "test", *EXPORT_GROUPS["jax"])
     session.install("--force-reinstall", "--no-deps", str(wheel))
     session.install(str(wheel), *test_groups, "-c", CONSTRAINTS)
     session.env["KERAS_BACKEND"] = "jax"
