@@ -170,14 +170,11 @@ def examples(session, backend):
     session.run("python", "examples/distributed_training.py")
 
 
-@nox.session(venv_backend="none", default=False)
-def crossbackend(session):
-    """Check that jax, torch and tensorflow agree and read each other's .keras files."""
-    # Reuses the venvs of the tests sessions (one install per backend); the
-    # driver runs each backend's worker with that venv's Python.
+def _test_env_pythons(session, env_prefix):
+    """Each backend's Python: `$<env_prefix>_<BACKEND>`, else the tests session's venv."""
     pythons = {}
     for backend in BACKENDS:
-        env_var = f"CROSSBACKEND_PYTHON_{backend.upper()}"
+        env_var = f"{env_prefix}_{backend.upper()}"
         python = os.environ.get(env_var) or os.path.join(
             ".nox", f"tests-backend-{backend}", "bin", "python"
         )
@@ -187,6 +184,15 @@ def crossbackend(session):
                 f"(or set {env_var} to a Python that has {backend}, keras and this package)"
             )
         pythons[backend] = python
+    return pythons
+
+
+@nox.session(venv_backend="none", default=False)
+def crossbackend(session):
+    """Check that jax, torch and tensorflow agree and read each other's .keras files."""
+    # Reuses the venvs of the tests sessions (one install per backend); the
+    # driver runs each backend's worker with that venv's Python.
+    pythons = _test_env_pythons(session, "CROSSBACKEND_PYTHON")
     session.run(
         pythons["jax"],
         "tests/crossbackend/driver.py",
@@ -205,18 +211,7 @@ def bench(session):
     # and pin numpy/protobuf for TensorFlow and PyTorch together. grid.py runs
     # each backend in its own process with that venv's Python.
     # Options after `--`: --quick, --only BACKEND, --rounds N (see grid.py -h).
-    pythons = {}
-    for backend in BACKENDS:
-        env_var = f"BENCH_PYTHON_{backend.upper()}"
-        python = os.environ.get(env_var) or os.path.join(
-            ".nox", f"tests-backend-{backend}", "bin", "python"
-        )
-        if not os.path.exists(python):
-            session.error(
-                f"No {backend} environment at {python}: run `nox -s tests` first "
-                f"(or set {env_var} to a Python that has {backend}, keras and this package)"
-            )
-        pythons[backend] = python
+    pythons = _test_env_pythons(session, "BENCH_PYTHON")
     session.run(
         pythons["jax"],
         "benchmarks/grid.py",
