@@ -61,5 +61,13 @@ def test_without_dropout_runs_are_bit_identical(implementation, score_mode):
         ]
 
     first, second = run(), run()
-    for a, b in zip(first + second, first[:1] * 6, strict=True):
+    for a, b in zip(first, second, strict=True):
         np.testing.assert_array_equal(a, b)
+    # One path gives one result in training and inference. "auto" may take
+    # different paths for the two (the measured table ranks each mode), so
+    # there only each mode repeats exactly (checked above).
+    if implementation != "auto":
+        for a in first[1:]:
+            np.testing.assert_array_equal(a, first[0])
+    else:
+        np.testing.assert_array_equal(first[2], first[0])
