@@ -126,7 +126,7 @@ def luong_attention(
 
     query, value = ops.convert_to_tensor(query), ops.convert_to_tensor(value)
     key = value if key is None else ops.convert_to_tensor(key)
-    masks = _prepare.Masks(*(_validation.check_mask_type(m, "mask") for m in masks))
+    masks = _typed_masks(masks)
     prepared = _prepare.prepare(
         query,
         value,
@@ -299,15 +299,20 @@ def check_implementation(implementation, **options):
     _dispatch.choose_path(implementation, _dispatch.Call(q_len=1, kv_len=1, **options))
 
 
-def _checked_masks(masks, inputs, batch_shape):
-    """`masks` with a dtype and shape each, checked against the inputs."""
-    query, value, key = inputs
-    masks = _prepare.Masks(
+def _typed_masks(masks):
+    """`masks` with a dtype and shape each (Python lists become arrays)."""
+    return _prepare.Masks(
         *(
             _validation.check_mask_type(m, f"{n}_mask")
             for m, n in zip(masks, masks._fields, strict=True)
         )
     )
+
+
+def _checked_masks(masks, inputs, batch_shape):
+    """`masks` with a dtype and shape each, checked against the inputs."""
+    query, value, key = inputs
+    masks = _typed_masks(masks)
     for name, mask, tensor in (
         ("query_mask", masks.query, query),
         ("value_mask", masks.value, value),
