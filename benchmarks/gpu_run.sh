@@ -5,12 +5,18 @@
 #   benchmarks/gpu_wheels.sh        # first, where PyPI can be reached: fills .whl/
 #   benchmarks/gpu_run.sh           # then, on the GPU machine (no network needed)
 #
-# Results go to $OUT if set, else gpu-results/: run.log (everything printed),
-# environment.txt, pytest-<backend>.log and junit-<backend>.xml, gpu_bench-<backend>.json
+# Results go to $GPU_RESULTS, else $OUT if set, else gpu-results/: run.log (everything
+# printed), environment.txt, pytest-<name>.log and junit-<name>.xml, gpu_bench-<backend>.json
 # and its log, auto_table.json (the package's table with GPU rows from this run's
 # measurements, for review before it replaces luong_attention/auto_table.json), and
-# summary.txt. Exit status: 0 when every step passed; 3 when a backend sees no GPU
-# (nothing is run); 1 when a step failed.
+# summary.txt. GPU_PACK=<file.tar.gz> also packs that folder into one archive when the
+# run ends, however it ends (a device machine that returns few files). Exit status: 0
+# when every step passed; 3 when a backend sees no GPU (nothing is run); 1 when a step
+# failed.
+#
+# Order: the tests of every backend at once (pytest-xdist workers where installed),
+# then the benchmark one backend at a time (timings want the GPU alone), then, where
+# GPU_TESTS is not "full", the rest of the suite in the time left before GPU_DEADLINE_S.
 #
 # The machine is expected to have Python with CUDA builds of torch and JAX, numpy,
 # pytest and hypothesis. Keras and its dependencies come from the wheels in .whl/
@@ -21,15 +27,18 @@
 #
 # Settings (environment): PYTHON (python3; PYTHON_JAX / PYTHON_TORCH / PYTHON_TENSORFLOW
 # per backend), GPU_BACKENDS ("jax torch"), GPU_TESTS (core: the GPU tests and the
-# numerics modules; gpu: tests/test_gpu.py only; full: the whole suite),
-# GPU_TEST_TIMEOUT_S (100 per backend), GPU_BENCH_BUDGET_S (80 per backend: no case
-# starts later), GPU_BENCH_ARGS (extra arguments of benchmarks/gpu.py), GPU_SITE
+# numerics modules; gpu: tests/test_gpu.py only; full: the whole suite but
+# GPU_TEST_IGNORE's modules), GPU_TEST_TIMEOUT_S (100), GPU_TEST_WORKERS (8),
+# GPU_REST (1: run the rest of the suite after the benchmark; 0: don't),
+# GPU_BENCH_BUDGET_S (80 per backend: no case starts later; GPU_BENCH_BUDGET_S_JAX /
+# _TORCH per backend), GPU_BENCH_ARGS (extra arguments of benchmarks/gpu.py),
+# GPU_DEADLINE_S (no limit: every step is cut to end by then), GPU_SITE
 # (/tmp/luong-gpu-site).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD"
 
-out="${OUT:-gpu-results}"
+out="${GPU_RESULTS:-${OUT:-gpu-results}}"
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
 exec > >(tee -a "$out/run.log") 2>&1
@@ -39,6 +48,7 @@ backends="${GPU_BACKENDS:-jax torch}"
 tests="${GPU_TESTS:-core}"
 test_timeout="${GPU_TEST_TIMEOUT_S:-100}"
 bench_budget="${GPU_BENCH_BUDGET_S:-80}"
+workers="${GPU_TEST_WORKERS:-8}"
 site="${GPU_SITE:-/tmp/luong-gpu-site}"
 failed=()
 
@@ -47,6 +57,22 @@ python_for() {
     local var="PYTHON_${1^^}"
     echo "${!var:-$python}"
 }
+# Seconds a step may take: its own limit, or less, so that the whole run ends
+# within GPU_DEADLINE_S of its start (with 15 s left to pack the results).
+began=$SECONDS
+deadline="${GPU_DEADLINE_S:-100000}"
+time_left() {
+    local left=$((deadline - (SECONDS - began) - 15))
+    ((left < 1)) && left=1
+    echo $((left < $1 ? left : $1))
+}
+# Where $OUT takes few files (a device machine's), everything is also packed into
+# one archive when the run ends, however it ends.
+pack() {
+    [[ -n "${GPU_PACK:-}" ]] || return 0
+    tar -czf "$GPU_PACK" -C "$(dirname "$out")" "$(basename "$out")" 2>/dev/null
+}
+trap pack EXIT
 
 say "luong_attention GPU run: $(date -u '+%Y-%m-%d %H:%M:%S') UTC, backends: $backends, results: $out"
 echo "TensorFlow: not run unless GPU_BACKENDS names it (its GPU build cannot travel: 64 MiB limit)."
@@ -120,6 +146,8 @@ fi
 cat "$out/environment.txt"
 
 # --- tests ----------------------------------------------------------------------
+# Every backend's test session runs at once (they share the GPU; JAX takes memory
+# as it needs it), each with pytest-xdist workers where xdist is installed.
 case "$tests" in
     gpu) test_args=(tests/test_gpu.py) ;;
     core)
@@ -133,30 +161,54 @@ case "$tests" in
         exit 1
         ;;
 esac
-for b in $backends; do
-    say "tests: $b ($tests, at most ${test_timeout}s)"
+# Modules that need what a GPU image may lack: TensorFlow (JAX's SavedModel export),
+# several processes on one GPU, network ports. GPU_TEST_IGNORE replaces the list.
+ignore="${GPU_TEST_IGNORE-tests/test_export.py tests/test_multiprocess.py tests/test_resume.py}"
+run_tests() {  # backend, log name, pytest arguments...
+    local b="$1" name="$2" py extra=() limit
+    shift 2
     py="$(python_for "$b")"
-    extra=()
     "$py" -c "import matplotlib" 2>/dev/null || extra+=(--ignore=tests/test_examples.py)
-    KERAS_BACKEND="$b" XLA_PYTHON_CLIENT_PREALLOCATE=false JAX_DEFAULT_MATMUL_PRECISION=highest \
-        TF_CPP_MIN_LOG_LEVEL=3 timeout "$test_timeout" "$py" -m pytest --check-gpu \
-        -p no:cacheprovider -q --junitxml="$out/junit-$b.xml" "${extra[@]}" "${test_args[@]}" \
-        >"$out/pytest-$b.log" 2>&1
-    status=$?
-    tail -n 15 "$out/pytest-$b.log"
-    if ((status == 124)); then
-        echo "tests: $b stopped after ${test_timeout}s (GPU_TEST_TIMEOUT_S)"
+    if [[ "$tests" == full ]]; then
+        for module in $ignore; do extra+=("--ignore=$module"); done
     fi
-    ((status == 0)) || failed+=("tests-$b")
+    if "$py" -c "import xdist" 2>/dev/null; then
+        extra+=(-n "$workers")
+    fi
+    limit="$(time_left "$test_timeout")"
+    KERAS_BACKEND="$b" XLA_PYTHON_CLIENT_PREALLOCATE=false JAX_DEFAULT_MATMUL_PRECISION=highest \
+        TF_CPP_MIN_LOG_LEVEL=3 timeout "$limit" "$py" -m pytest --check-gpu \
+        -p no:cacheprovider -q -rfE --junitxml="$out/junit-$name.xml" "${extra[@]}" "$@" \
+        >"$out/pytest-$name.log" 2>&1
+    local status=$?
+    {
+        echo "-- $name:"
+        tail -n 12 "$out/pytest-$name.log"
+        ((status == 124)) && echo "tests: $name stopped after ${limit}s"
+    }
+    return "$status"
+}
+declare -A test_pids=()
+say "tests ($tests), every backend at once, at most ${test_timeout}s"
+for b in $backends; do
+    run_tests "$b" "$b" "${test_args[@]}" &
+    test_pids[$b]=$!
+done
+for b in $backends; do
+    wait "${test_pids[$b]}" || failed+=("tests-$b")
 done
 
 # --- benchmark ------------------------------------------------------------------
+# One backend at a time: timings want the GPU to themselves.
 for b in $backends; do
-    say "benchmark: $b (no case starts after ${bench_budget}s)"
+    budget_var="GPU_BENCH_BUDGET_S_${b^^}"
+    budget="${!budget_var:-$bench_budget}"
+    limit="$(time_left "$((budget + 120))")"
+    say "benchmark: $b (no case starts after ${budget}s; stopped after ${limit}s)"
     # shellcheck disable=SC2086  # GPU_BENCH_ARGS is a list of arguments
     KERAS_BACKEND="$b" XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 TF_CPP_MIN_LOG_LEVEL=3 \
-        timeout "$((bench_budget + 120))" "$(python_for "$b")" benchmarks/gpu.py \
-        --out "$out" --require-gpu --budget-s "$bench_budget" ${GPU_BENCH_ARGS:-} \
+        timeout "$limit" "$(python_for "$b")" benchmarks/gpu.py \
+        --out "$out" --require-gpu --budget-s "$budget" ${GPU_BENCH_ARGS:-} \
         >"$out/gpu_bench-$b.log" 2>&1
     status=$?
     tail -n 2 "$out/gpu_bench-$b.log"
@@ -171,21 +223,35 @@ if [[ -e "${results[0]}" ]]; then
         failed+=("rankings")
 fi
 
-{
+# --- the rest of the suite, in the time left ----------------------------------------
+if [[ "$tests" != full && "${GPU_REST:-1}" == 1 ]] && (($(time_left 100000) > 60)); then
+    say "the rest of the suite (GPU_TESTS=full minus the modules above), in the time left"
+    rest=()
+    for module in tests/test_*.py tests/keras_suite; do
+        [[ " ${test_args[*]} $ignore " == *" $module "* ]] || rest+=("$module")
+    done
+    declare -A rest_pids=()
     for b in $backends; do
-        if [[ -e "$out/junit-$b.xml" ]]; then
-            python3 -c "
+        test_timeout=100000 run_tests "$b" "$b-rest" "${rest[@]}" &
+        rest_pids[$b]=$!
+    done
+    for b in $backends; do
+        wait "${rest_pids[$b]}" || failed+=("tests-$b-rest")
+    done
+fi
+
+summarize() {
+    for name in $(cd "$out" && ls junit-*.xml 2>/dev/null | sed 's/^junit-//; s/\.xml$//'); do
+        python3 -c "
 import sys, xml.etree.ElementTree as ET
 s = ET.parse(sys.argv[1]).getroot()
 s = s if s.tag == 'testsuite' else s[0]
 print(sys.argv[2], 'tests:', {k: s.get(k) for k in ('tests', 'failures', 'errors', 'skipped')})
-" "$out/junit-$b.xml" "$b"
-        else
-            echo "$b tests: no JUnit XML (see pytest-$b.log)"
-        fi
+" "$out/junit-$name.xml" "$name"
     done
     echo "failed steps: ${failed[*]:-none}"
-} >"$out/summary.txt"
+}
+summarize >"$out/summary.txt"
 say "summary"
 cat "$out/summary.txt"
 ((${#failed[@]} == 0))
