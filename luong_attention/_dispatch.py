@@ -142,13 +142,22 @@ def kernel_options(backend):
 
     - fused `equal_depths`: `jax.nn.dot_product_attention` needs one depth
       for query, key and value.
-    - fused scores in float32: Keras's TensorFlow op takes the score einsum
-      in the input dtype, where float16 overflows past 65504.
+    - fused `float32_dtypes`, the low-precision dtypes the fused path hands
+      its kernel in float32: Keras's TensorFlow op takes the score einsum in
+      the input dtype, where float16 overflows past 65504; XLA's CPU
+      `dot_general` has no float16 x float16 -> float32 product, which JAX's
+      attention asks for (it raises under `jit`).
     - blocked `chain_slices`: TensorFlow copies each slice as soon as its
       input is ready, so the slices of every block would exist at once.
     """
+    if backend == "tensorflow":
+        float32_dtypes = frozenset(LOW_PRECISION)
+    elif backend == "jax" and device_kind() == "cpu":
+        float32_dtypes = frozenset({"float16"})
+    else:
+        float32_dtypes = frozenset()
     return {
         "fused_equal_depths": backend == "jax",
-        "fused_float32": backend == "tensorflow",
+        "fused_float32_dtypes": float32_dtypes,
         "blocked_chain_slices": backend == "tensorflow",
     }

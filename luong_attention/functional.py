@@ -139,7 +139,9 @@ def luong_attention(
     quirks = _dispatch.kernel_options(keras.backend.backend())
     prepared = _prepare.cast_for_path(
         prepared,
-        *_prepare.working_dtypes(path, call.dtype, fused_float32=quirks["fused_float32"]),
+        *_prepare.working_dtypes(
+            path, call.dtype, fused_float32=call.dtype in quirks["fused_float32_dtypes"]
+        ),
     )
     query = _prepare.fold_query(
         prepared.query,

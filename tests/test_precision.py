@@ -153,3 +153,27 @@ def test_fully_masked_rows_have_zero_outputs_and_finite_gradients(policy, implem
         grad = grad.astype("float32")
         assert np.all(np.isfinite(grad)), name
         assert np.all(grad[1] == 0), name  # batch 1: nothing to attend to
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["none", "causal"])
+@pytest.mark.parametrize("implementation", supported_paths())
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_compiled_low_precision_model_trains_and_predicts(dtype, implementation, causal):
+    # `predict` and `fit` compile (jax.jit, tf.function): XLA's CPU backend has no
+    # float16 x float16 -> float32 product, which JAX's attention op asks for.
+    query, value, _ = _inputs(seed=3)
+    query_in = keras.Input((TQ, D), dtype=dtype)
+    value_in = keras.Input((TV, D), dtype=dtype)
+    layer = LuongAttention(use_scale=True, implementation=implementation, dtype=dtype)
+    output = layer([query_in, value_in], use_causal_mask=causal)
+    model = keras.Model([query_in, value_in], output)
+    model.compile(optimizer="sgd", loss="mse")
+    inputs = [ops.cast(query, dtype), ops.cast(value, dtype)]
+    predicted = model.predict(inputs, verbose=0)
+    rounded = [to_numpy(ops.cast(x, "float32")) for x in inputs]
+    expected, _ = reference_attention(*rounded, causal=causal)
+    np.testing.assert_allclose(
+        np.asarray(predicted, "float32"), expected, rtol=0, atol=TOLERANCES[dtype]
+    )
+    loss = model.train_on_batch(inputs, np.zeros((B, TQ, D), dtype))
+    assert np.isfinite(float(np.asarray(loss)))
