@@ -12,7 +12,8 @@ from keras import ops
 
 def as_bool(mask):
     """`mask` as a boolean tensor; ints and floats count nonzero as True."""
-    mask = ops.convert_to_tensor(mask)
+    if not ops.is_tensor(mask):
+        mask = ops.convert_to_tensor(mask)
     if keras.backend.standardize_dtype(mask.dtype) != "bool":
         mask = ops.not_equal(mask, 0)
     return mask

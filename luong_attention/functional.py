@@ -124,8 +124,8 @@ def luong_attention(
             _remember(signature, checked)
     options, batch_shape, call, path = checked
 
-    query, value = ops.convert_to_tensor(query), ops.convert_to_tensor(value)
-    key = value if key is None else ops.convert_to_tensor(key)
+    query, value = _as_tensor(query), _as_tensor(value)
+    key = value if key is None else _as_tensor(key)
     masks = _typed_masks(masks)
     prepared = _prepare.prepare(
         query,
@@ -187,12 +187,19 @@ def luong_attention(
             chain_slices=quirks["blocked_chain_slices"],
             with_gradient=options.training,
         )
-    output = ops.cast(output, call.dtype)
+    if _validation.dtype_name(output.dtype) != call.dtype:
+        output = ops.cast(output, call.dtype)
     if prepared.query_keep is not None:
         output = ops.where(prepared.query_keep, output, 0.0)
     if options.return_attention_scores:
         return output, weights
     return output
+
+
+def _as_tensor(x):
+    # Eager calls pass tensors: each keras.ops call costs Python time there,
+    # and the ops that follow convert whatever they are given anyway.
+    return x if ops.is_tensor(x) else ops.convert_to_tensor(x)
 
 
 class _Options(NamedTuple):

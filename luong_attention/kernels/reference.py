@@ -40,7 +40,7 @@ def masked_softmax(scores, mask=None, zero_empty_rows=True):
     is masked gets all-zero weights instead of a uniform average or NaN.
     Gradients stay finite.
     """
-    if keras.backend.standardize_dtype(scores.dtype) != "float64":
+    if keras.backend.standardize_dtype(scores.dtype) not in ("float32", "float64"):
         scores = ops.cast(scores, "float32")
     if 0 in scores.shape:
         # An empty batch, Tq = 0 or Tv = 0: nothing to normalise (and max
@@ -94,7 +94,11 @@ def reference_attention(
     if causal_offset is not None:
         q_len, kv_len = ops.shape(query)[-2], ops.shape(key)[-2]
         mask = _masks.conjoin(mask, _masks.causal_mask(q_len, kv_len, causal_offset))
-    weights = ops.cast(masked_softmax(scores, mask, zero_empty_rows), value.dtype)
+    weights = masked_softmax(scores, mask, zero_empty_rows)
+    if keras.backend.standardize_dtype(weights.dtype) != keras.backend.standardize_dtype(
+        value.dtype
+    ):
+        weights = ops.cast(weights, value.dtype)
     if dropout > 0:
         weights = keras.random.dropout(weights, dropout, seed=seed)
     return ops.matmul(weights, value), weights
