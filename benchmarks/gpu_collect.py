@@ -21,7 +21,11 @@ folder gets
   copied as they are;
 - `tests.json`: per run and backend, the JUnit totals and tests per module.
 
-    python3 benchmarks/gpu_collect.py --out benchmarks/results/gpu run1=/path/run1 run2=/path/run2
+Runs collected into the folder before stay, unless a run of the same name
+is collected again (it replaces them); a new run's rows come after theirs.
+
+    python3 benchmarks/gpu_collect.py run1=/path/run1 run2=/path/run2
+    python3 benchmarks/gpu_collect.py run3=gpu-results    # adds a run
 """
 
 import argparse
@@ -107,10 +111,18 @@ def junit_summary(path):
     }
 
 
+def _load(path, default):
+    if not os.path.exists(path):
+        return default
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
 def collect(runs, out):
     """Writes the results folder `out` from `runs`, a list of `(name, folder)`."""
     os.makedirs(out, exist_ok=True)
-    tests = {}
+    names = {name for name, _ in runs}
+    tests = {k: v for k, v in _load(os.path.join(out, "tests.json"), {}).items() if k not in names}
     for name, folder in runs:
         for file in COPIED:
             if os.path.exists(os.path.join(folder, file)):
@@ -128,7 +140,11 @@ def collect(runs, out):
         json.dump(tests, f, indent=1)
         f.write("\n")
     for backend in BACKENDS:
-        merged = None
+        path = os.path.join(out, f"gpu_bench-{backend}.json")
+        merged = _load(path, None)
+        if merged is not None:  # the runs collected before, less those collected again
+            merged["runs"] = {k: v for k, v in merged["runs"].items() if k not in names}
+            merged["rows"] = [r for r in merged["rows"] if r["run"] not in names]
         for name, folder in runs:
             header, rows = run_rows(folder, backend)
             if header is None:
@@ -142,7 +158,6 @@ def collect(runs, out):
             merged["rows"] += [{**r, "run": name} for r in rows]
         if merged is None:
             continue
-        path = os.path.join(out, f"gpu_bench-{backend}.json")
         with open(path, "w", encoding="utf-8") as f:
             json.dump(merged, f, indent=1)
             f.write("\n")
