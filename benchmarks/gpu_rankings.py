@@ -40,8 +40,8 @@ Without a kernel: "reference" up to the "4096" regime (T <= 8192),
 "blocked" above. Until the H100 runs (`benchmarks/results/gpu/`, table
 in `gpu.md`) the rule switched at T = 2048, as on the CPU. On the GPU,
 wherever both ran at T = 4096, the reference path was faster than the
-blocked one (2 to 2.5x on PyTorch, 1.5 to 1.8x on JAX, where the blocked
-path also compiled for 5 to 37 s). These runs differentiated the blocked
+blocked one (2 to 2.5x on PyTorch, 1.4 to 1.8x on JAX, where the blocked
+path also compiled for up to 37 s). These runs differentiated the blocked
 path through its forward pass, not its memory-saving backward, which
 recomputes the forward and so is not expected to be faster. So "blocked"
 stays only where the reference path's memory needs it: its float32 (T, T)
