@@ -152,8 +152,12 @@ class Case:
             )
 
 
-def attention_fn(impl, case):
-    """`(fn, inputs)`: `fn(q, k, v)` runs `impl` on `case`; `inputs` in its layout."""
+def attention_fn(impl, case, training):
+    """`(fn, inputs)`: `fn(q, k, v)` runs `impl` on `case`; `inputs` in its layout.
+
+    `training` is passed to ours, so that "auto" reads the table's training
+    rows when the gradient is timed.
+    """
     import keras
     from keras import ops
 
@@ -171,6 +175,7 @@ def attention_fn(impl, case):
                 causal=case.causal,
                 scale=scale,
                 implementation=impl,
+                training=training,
             )
 
         return ours, case.bhtd
@@ -256,7 +261,7 @@ def measure(impl, case, grad, repeats):
     errors = _error_kinds()
     _free_memory()
     try:
-        fn, inputs = attention_fn(impl, case)
+        fn, inputs = attention_fn(impl, case, training=grad)
         run = timed_runner(fn, grad)
         start = time.perf_counter()
         run(*inputs)  # compile, autotune, warm up
@@ -268,6 +273,7 @@ def measure(impl, case, grad, repeats):
             samples.append(1000 * (time.perf_counter() - start))
             if sum(samples) > 10_000:  # a slow case: two seconds or more each
                 break
+        peak = _peak_mb()  # before the cleanup below resets the counter
     except errors as error:
         if _is_oom(error):
             status = "oom"
@@ -286,7 +292,6 @@ def measure(impl, case, grad, repeats):
         _free_memory()
     row = dict(status="ok", median_ms=statistics.median(samples), repeats=len(samples))
     row["first_call_ms"] = first_ms
-    peak = _peak_mb()
     if peak is not None:
         row["peak_mb"] = peak
     return row
@@ -326,6 +331,9 @@ def main(argv=None):
         quick=args.quick,
         batch=BATCH,
         heads=HEADS,
+        # What this version records; benchmarks/gpu_collect.py flags runs without.
+        peak_mb="torch.cuda.max_memory_allocated() over each case's calls",
+        training="ours take training=True where the gradient is timed",
         when=time.strftime("%Y-%m-%d %H:%M:%S"),
         rows=[],
     )

@@ -6,7 +6,9 @@ results under `benchmarks/results/`. At build time this hook
 - publishes every figure found there under `generated/` (so pages link
   `generated/grid.png`, `generated/examples/jax/dates_attention.png`);
 - replaces `<!-- generated: benchmark-tables -->` with the tables the
-  benchmark wrote (`benchmarks/results/grid.md`), and
+  benchmark wrote (`benchmarks/results/grid.md`),
+  `<!-- generated: gpu-tables -->` with the GPU page that
+  `benchmarks/gpu_report.py` wrote (`benchmarks/results/gpu/gpu.md`), and
   `<!-- generated: examples-table -->` with a table built from the examples'
   JSON summaries (`benchmarks/results/examples/<backend>/*.json`).
 
@@ -35,6 +37,7 @@ def on_files(files, config):
 def on_page_markdown(markdown, page, config, files):
     replacements = {
         "<!-- generated: benchmark-tables -->": _benchmark_tables,
+        "<!-- generated: gpu-tables -->": _gpu_tables,
         "<!-- generated: examples-table -->": _examples_table,
     }
     for marker, make in replacements.items():
@@ -47,6 +50,14 @@ def _benchmark_tables():
     path = RESULTS / "grid.md"
     if not path.exists():
         raise PluginError(f"No benchmark tables at {path}: run `nox -s bench`")
+    rel = path.relative_to(ROOT).as_posix()
+    return f"From `{rel}`:\n\n{path.read_text(encoding='utf-8').strip()}\n"
+
+
+def _gpu_tables():
+    path = RESULTS / "gpu" / "gpu.md"
+    if not path.exists():
+        raise PluginError(f"No GPU tables at {path}: run `python3 benchmarks/gpu_report.py`")
     rel = path.relative_to(ROOT).as_posix()
     return f"From `{rel}`:\n\n{path.read_text(encoding='utf-8').strip()}\n"
 

@@ -4,8 +4,9 @@
 `choose_path` the one place a path is chosen. "auto" reads the measured
 ranking of the paths for the call's regime from `auto_table.json`, which
 `nox -s bench` writes (see `benchmarks/`; its GPU rows come from
-`benchmarks/gpu_rankings.py`: measured by `benchmarks/gpu.py`, or until
-then the rule of which backend kernel takes which masks), and honours
+`benchmarks/gpu_rankings.py`: measured by `benchmarks/gpu.py` where a GPU
+run measured them, elsewhere the rule of which backend kernel takes which
+masks, on length regimes of their own), and honours
 `keras.config.enable_flash_attention()` / `disable_flash_attention()` as
 `keras.layers.MultiHeadAttention` does. Where the backends' ops really
 differ, `kernel_options` says so here, not in the kernels.
@@ -86,10 +87,11 @@ def _auto(call, flash, backend):
     elif flash is True and "fused" in supported:
         return "fused"
     mask = "+".join(kind for kind, on in (("causal", call.causal), ("padding", call.masked)) if on)
+    device = device_kind()
     ranked = ranking(
         backend=backend,
-        device=device_kind(),
-        length=length_regime(call.q_len, call.kv_len),
+        device=device,
+        length=length_regime(call.q_len, call.kv_len, device=device),
         mask=mask or "none",
         dtype="low" if call.dtype in LOW_PRECISION else "float32",
         mode="train" if call.training else "infer",
@@ -103,12 +105,19 @@ def _table():
     return json.loads(source.read_text(encoding="utf-8"))
 
 
-def length_regime(q_len, kv_len):
-    """The name of the length regime of the table that `max(Tq, Tv)` falls in."""
+def length_regime(q_len, kv_len, *, device):
+    """The name of the length regime of the table that `max(Tq, Tv)` falls in.
+
+    A GPU has regimes of its own (`"gpu_length_regimes"`, written by
+    `benchmarks/gpu_rankings.py`): the CPU's up to 2048, then two, split
+    at 8192, where the GPU rule turns from the reference path to the
+    blocked one.
+    """
     if q_len is None or kv_len is None:
         return _UNKNOWN_LENGTH_REGIME
     length = max(q_len, kv_len)
-    for bound, name in _table()["length_regimes"]:
+    regimes = _table()["gpu_length_regimes" if device == "gpu" else "length_regimes"]
+    for bound, name in regimes:
         if bound is None or length <= bound:
             return name
     raise ValueError(f"auto_table.json has no length regime for length {length}")

@@ -1,20 +1,26 @@
 """The measured table that "auto" reads: `luong_attention/auto_table.json`.
 
-Written by `nox -s bench` (benchmarks/report.py). It must rank every path for
-every regime "auto" can meet on CPU, and name only paths the layer accepts.
-The table does not depend on the backend under test; it runs on each anyway.
+Written by `nox -s bench` (benchmarks/report.py; its GPU rows by
+benchmarks/gpu_rankings.py). It must rank every path for every regime
+"auto" can meet on CPU, name only paths the layer accepts, and hold the GPU
+rows that the GPU results it names give. The table does not depend on the
+backend under test; it runs on each anyway.
 """
 
+import importlib.util
 import itertools
 import json
 from importlib import resources
+from pathlib import Path
 
 import pytest
 
 from luong_attention import LuongAttention
 
+ROOT = Path(__file__).resolve().parent.parent
 BACKENDS = ("jax", "torch", "tensorflow")
 REGIMES = ("16", "64", "256", "1024", "4096")
+GPU_REGIMES = ("16", "64", "256", "1024", "4096", "16384")
 MASKS = ("none", "padding", "causal", "causal+padding")
 DTYPES = ("float32", "low")
 MODES = ("train", "infer")
@@ -35,9 +41,12 @@ def test_header(table):
         assert isinstance(table["machine"], str) and table["machine"]
 
 
-def test_length_regimes_are_increasing_bounds_ending_unbounded(table):
-    regimes = table["length_regimes"]
-    assert [name for _, name in regimes] == list(REGIMES)
+@pytest.mark.parametrize(
+    ("key", "names"), [("length_regimes", REGIMES), ("gpu_length_regimes", GPU_REGIMES)]
+)
+def test_length_regimes_are_increasing_bounds_ending_unbounded(table, key, names):
+    regimes = table[key]
+    assert [name for _, name in regimes] == list(names)
     bounds = [bound for bound, _ in regimes]
     assert bounds[-1] is None
     assert all(isinstance(b, int) and not isinstance(b, bool) for b in bounds[:-1])
@@ -55,11 +64,17 @@ def test_every_cpu_regime_ranked_exactly_once(table):
     assert not missing, f"{len(missing)} regimes unranked, e.g. {sorted(missing)[:3]}"
 
 
+def test_the_gpu_regimes_are_the_cpu_ones_up_to_2048(table):
+    # So a call of unknown length ("256") and short calls read the same regimes.
+    assert table["gpu_length_regimes"][:4] == table["length_regimes"][:4]
+    assert table["length_regimes"][3] == [2048, "1024"]
+
+
 def test_rankings_use_known_values_only(table):
     for entry in table["rankings"]:
         assert entry["backend"] in BACKENDS
         assert entry["device"] in ("cpu", "gpu")
-        assert entry["length"] in REGIMES
+        assert entry["length"] in (GPU_REGIMES if entry["device"] == "gpu" else REGIMES)
         assert entry["mask"] in MASKS
         assert entry["dtype"] in DTYPES
         assert entry["mode"] in MODES
@@ -73,3 +88,24 @@ def test_each_ranking_names_every_path_once(table):
 @pytest.mark.parametrize("path", PATHS)
 def test_ranked_paths_are_accepted_by_the_layer(path):
     assert LuongAttention(implementation=path).implementation == path
+
+
+def _gpu_rankings():
+    spec = importlib.util.spec_from_file_location(
+        "gpu_rankings", ROOT / "benchmarks" / "gpu_rankings.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_gpu_rows_are_what_the_gpu_results_give(table):
+    gpu_rankings = _gpu_rankings()
+    assert table["gpu_length_regimes"] == gpu_rankings.GPU_LENGTH_REGIMES
+    sources = table["gpu_source"]
+    assert isinstance(sources, list) and sources, "the GPU rows name no GPU results"
+    rows = gpu_rankings.read_rows([ROOT / source for source in sources])
+    expected = gpu_rankings.gpu_rows(rows)
+    assert [r for r in table["rankings"] if r["device"] == "gpu"] == expected
+    measured = [r for r in expected if r["measured"]]
+    assert measured and all(r["cases"] for r in measured)

@@ -602,9 +602,8 @@ def _measured_choice(call, *, without=()):
         (pathlib.Path(luong_attention.__file__).parent / "auto_table.json").read_text()
     )
     longest = max(call.q_len, call.kv_len)
-    regime = next(
-        name for bound, name in table["length_regimes"] if bound is None or longest <= bound
-    )
+    regimes = table["gpu_length_regimes" if device_kind() == "gpu" else "length_regimes"]
+    regime = next(name for bound, name in regimes if bound is None or longest <= bound)
     mask = {(False, False): "none", (False, True): "padding", (True, False): "causal"}.get(
         (call.causal, call.masked), "causal+padding"
     )

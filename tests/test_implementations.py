@@ -260,7 +260,7 @@ def test_auto_takes_the_first_measured_path_the_call_supports(training, masked, 
     ranked = _dispatch.ranking(
         backend=keras.backend.backend(),
         device=_dispatch.device_kind(),
-        length=_dispatch.length_regime(TQ, TV),
+        length=_dispatch.length_regime(TQ, TV, device=_dispatch.device_kind()),
         mask=mask or "none",
         dtype="low" if dtype == "bfloat16" else "float32",
         mode="train" if training else "infer",
