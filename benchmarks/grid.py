@@ -27,7 +27,9 @@ Three parts, each backend in its own subprocess (its own Python: `--python`):
   the kernel alone (the reference math written with keras.ops) against the
   public function `luong_attention(...)` and the layer call; the difference
   is what validation, preparation and dispatch (and Keras's `Layer.__call__`)
-  cost per call.
+  cost per call. `kernel_same_ops` writes out the tensor ops the reference
+  path runs (padded keys and values zeroed too): the function against it is
+  the cost of validation and dispatch alone.
 
 A variant that raises the library's "does not support" error is recorded as
 `"unsupported"`; any other error stops the run with the worker's traceback.
@@ -415,8 +417,19 @@ def worker_overhead(spec, base):
         layer([q, v, k])  # builds
         return lambda q, k, v, m: layer([q, v, k], mask=[None, m])
 
+    def kernel_same_ops(q, k, v, value_mask):
+        # The tensor ops the reference path runs for this call, written out:
+        # padded keys and values zeroed (NaN safety), masked scores, softmax.
+        keep = value_mask[:, :, None]
+        v = ops.where(keep, v, 0.0)
+        k = ops.where(keep, k, 0.0)
+        scores = ops.matmul(q, ops.swapaxes(k, -1, -2)) * scale
+        scores = ops.where(value_mask[:, None, :], scores, -1e30)
+        return ops.matmul(ops.softmax(scores, axis=-1), v)
+
     variants = {
         "kernel": kernel,
+        "kernel_same_ops": kernel_same_ops,
         "function_reference": function("reference"),
         "function_auto": function("auto"),
         "layer_reference": layer_call(LuongAttention(use_scale=True, implementation="reference")),
@@ -431,6 +444,8 @@ def worker_overhead(spec, base):
         fraction = {
             name: (ms[name] - ms["kernel"]) / ms[name] for name in ("function_auto", "layer_auto")
         }
+        # Validation and dispatch alone: the function against the same tensor ops.
+        fraction["dispatch"] = (ms["function_auto"] - ms["kernel_same_ops"]) / ms["function_auto"]
         _emit(
             "overhead",
             **base,
