@@ -94,22 +94,23 @@ def prepare(query, value, key, masks, *, batch_shape, causal_offset, flat_batch)
 def cast_for_path(prepared, score_dtype, value_dtype):
     """`prepared` with query and key in `score_dtype`, value in `value_dtype`."""
     return prepared._replace(
-        query=_cast(prepared.query, score_dtype),
-        key=_cast(prepared.key, score_dtype),
-        value=_cast(prepared.value, value_dtype),
+        query=cast(prepared.query, score_dtype),
+        key=cast(prepared.key, score_dtype),
+        value=cast(prepared.value, value_dtype),
     )
 
 
 def fold_query(query, *, general_score_weight=None, scale=None):
     """`query . W_a`, times `scale`: the scores become `folded_query . key`."""
     if general_score_weight is not None:
-        query = ops.matmul(query, _cast(general_score_weight, query.dtype))
+        query = ops.matmul(query, cast(general_score_weight, query.dtype))
     if scale is not None:
-        query = query * _cast(scale, query.dtype)
+        query = query * cast(scale, query.dtype)
     return query
 
 
-def _cast(x, dtype):
+def cast(x, dtype):
+    """`x` in `dtype`: no op when it is None, a Python number or already in `dtype`."""
     if x is None or isinstance(x, (int, float)) or dtype_name(x.dtype) == dtype:
         return x
     return ops.cast(x, dtype)
@@ -144,4 +145,4 @@ def _broadcast_batch(query, value, key, batch_shape):
 
 def cast_like(x, reference):
     """A scalar weight `x` (tensor, float or None) in the dtype of `reference`."""
-    return _cast(x, dtype_name(reference.dtype))
+    return cast(x, dtype_name(reference.dtype))

@@ -187,8 +187,7 @@ def luong_attention(
             chain_slices=quirks["blocked_chain_slices"],
             with_gradient=options.training,
         )
-    if _validation.dtype_name(output.dtype) != call.dtype:
-        output = ops.cast(output, call.dtype)
+    output = _prepare.cast(output, call.dtype)
     if prepared.query_keep is not None:
         output = ops.where(prepared.query_keep, output, 0.0)
     if options.return_attention_scores:
