@@ -25,18 +25,17 @@ import argparse
 import json
 import os
 
+from gpu import DIMS, DTYPES, IMPLS, MASKS, OURS
+from gpu import LENGTHS as GPU_LENGTHS
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 TABLE = os.path.join(ROOT, "luong_attention", "auto_table.json")
 BACKENDS = {"jax": "JAX", "torch": "PyTorch", "tensorflow": "TensorFlow"}
-PATHS = ("reference", "fused", "blocked")
-IMPLS = ("auto", *PATHS, "keras_dpa", "keras_dpa_flash", "keras_attention")
+PATHS = tuple(p for p in OURS if p != "auto")
 KERNELS = ("keras_dpa", "keras_dpa_flash")
-# The grid (benchmarks/gpu.py's defaults).
-LENGTHS = (1024, 4096, 16384)
-DIMS = (64, 128)
-DTYPES = ("bfloat16", "float16", "float32")
-MASKS = ("none", "causal", "padding")
+# The grid: benchmarks/gpu.py's defaults, shortest first.
+LENGTHS = tuple(sorted(GPU_LENGTHS))
 TARGET_KERNEL = 1.1  # auto / fastest kernel
 TARGET_ATTENTION = 0.3  # auto / keras.layers.Attention at T = 4096
 SLOW_FIRST_CALL_MS = 5000

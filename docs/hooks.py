@@ -47,17 +47,19 @@ def on_page_markdown(markdown, page, config, files):
 
 
 def _benchmark_tables():
-    path = RESULTS / "grid.md"
-    if not path.exists():
-        raise PluginError(f"No benchmark tables at {path}: run `nox -s bench`")
-    rel = path.relative_to(ROOT).as_posix()
-    return f"From `{rel}`:\n\n{path.read_text(encoding='utf-8').strip()}\n"
+    return _generated_page(RESULTS / "grid.md", "No benchmark tables", "nox -s bench")
 
 
 def _gpu_tables():
-    path = RESULTS / "gpu" / "gpu.md"
+    return _generated_page(
+        RESULTS / "gpu" / "gpu.md", "No GPU tables", "python3 benchmarks/gpu_report.py"
+    )
+
+
+def _generated_page(path, missing, command):
+    """The markdown file a benchmark wrote, headed by where it comes from."""
     if not path.exists():
-        raise PluginError(f"No GPU tables at {path}: run `python3 benchmarks/gpu_report.py`")
+        raise PluginError(f"{missing} at {path}: run `{command}`")
     rel = path.relative_to(ROOT).as_posix()
     return f"From `{rel}`:\n\n{path.read_text(encoding='utf-8').strip()}\n"
 
