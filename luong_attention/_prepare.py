@@ -103,9 +103,9 @@ def cast_for_path(prepared, score_dtype, value_dtype):
 def fold_query(query, *, general_score_weight=None, scale=None):
     """`query . W_a`, times `scale`: the scores become `folded_query . key`."""
     if general_score_weight is not None:
-        query = ops.matmul(query, cast(general_score_weight, query.dtype))
+        query = ops.matmul(query, cast_like(general_score_weight, query))
     if scale is not None:
-        query = query * cast(scale, query.dtype)
+        query = query * cast_like(scale, query)
     return query
 
 
