@@ -158,6 +158,9 @@ def kernel_options(backend):
       attention asks for (it raises under `jit`).
     - blocked `chain_slices`: TensorFlow copies each slice as soon as its
       input is ready, so the slices of every block would exist at once.
+    - reference `join_masks`: a causal and a key mask become one select over
+      the scores, not two added biases: TensorFlow's kernels add a bias
+      broadcast over the batch no faster than they select.
     """
     if backend == "tensorflow":
         float32_dtypes = frozenset(LOW_PRECISION)
@@ -169,4 +172,5 @@ def kernel_options(backend):
         "fused_equal_depths": backend == "jax",
         "fused_float32_dtypes": float32_dtypes,
         "blocked_chain_slices": backend == "tensorflow",
+        "reference_join_masks": backend == "tensorflow",
     }

@@ -16,6 +16,7 @@ from keras import ops
 
 from luong_attention import LuongAttention, _dispatch, _validation, luong_attention
 from tests.helpers import small_blocks, supported_paths, to_numpy, value_and_grad
+from tests.reference import reference_attention
 
 FAST = ("fused", "blocked")
 B, TQ, TV, D, DV = 2, 8, 10, 4, 5
@@ -120,6 +121,49 @@ def test_bottom_right_rows_without_keys_are_zero(implementation, blocks):
     np.testing.assert_array_equal(
         _outputs(implementation, blocks, q, k, v, **kwargs)[:, : TV - TQ], 0.0
     )
+
+
+@pytest.mark.parametrize("implementation", ("reference", *FAST))
+@pytest.mark.parametrize("causal", CAUSAL[1:], ids=CAUSAL_IDS[1:])
+@pytest.mark.parametrize("lengths", [(TQ, TV), (TV, TQ)], ids=["tq<tv", "tq>tv"])
+def test_causal_with_leading_padding_rows_without_keys_are_zero(
+    implementation, causal, lengths, blocks
+):
+    """Rows whose visible keys are all padding give zeros, NaN in padding or not.
+
+    With only value masks and the causal mask (no attention mask) the
+    reference path masks by adding biases and finds the rows without keys
+    from the narrow masks, not from the full `(Tq, Tv)` one.
+    """
+    rng = _rng(7)
+    q, k, v = _qkv(rng, tq=lengths[0], tv=lengths[1])
+    value_mask = np.ones((B, lengths[1]), bool)
+    value_mask[0, :3] = False  # batch 0: the first rows see only padding
+    value_mask[1, 1::2] = False
+    k[~value_mask] = np.nan
+    v[~value_mask] = np.inf
+    if implementation != "reference":
+        _assert_same(implementation, blocks, q, k, v, value_mask=value_mask, **causal)
+    out = _outputs(implementation, blocks, q, k, v, value_mask=value_mask, **causal)
+    expected, expected_weights = reference_attention(
+        q,
+        np.where(value_mask[..., None], v, 0),
+        np.where(value_mask[..., None], k, 0),
+        value_mask=value_mask,
+        **causal,
+    )
+    empty = ~expected_weights.any(-1)
+    assert empty[0].any() and not empty[1].all()
+    np.testing.assert_allclose(out, expected, rtol=2e-5, atol=2e-5)
+    np.testing.assert_array_equal(out[empty], 0.0)
+    if implementation == "reference":
+        _, grads = _loss_and_grads(implementation, q, k, v, value_mask=value_mask, **causal)
+        assert all(np.all(np.isfinite(g)) for g in grads)
+        out, weights = luong_attention(
+            q, v, k, value_mask=value_mask, return_attention_scores=True, **causal
+        )
+        np.testing.assert_allclose(to_numpy(out), expected, rtol=2e-5, atol=2e-5)
+        np.testing.assert_allclose(to_numpy(weights), expected_weights, rtol=2e-5, atol=2e-5)
 
 
 @pytest.mark.parametrize("implementation", FAST)
@@ -298,3 +342,41 @@ def test_supported_paths_pins_what_each_path_runs():
     assert supported_paths(score_mode="concat") == ("auto", "reference")
     assert supported_paths(dropout=0.5, training=True) == ("auto", "reference")
     assert supported_paths(return_attention_scores=True) == ("auto", "reference")
+
+
+@pytest.mark.parametrize("offset", [None, 0, -1], ids=["no_causal", "top_left", "rows_empty"])
+def test_masked_softmax_forms_agree(offset):
+    """Selects, added biases and one joined select give the same weights.
+
+    Each backend runs one form in its calls (see `_dispatch.kernel_options`);
+    here every form runs on every backend, against NumPy.
+    """
+    from luong_attention import _masks
+    from luong_attention.kernels.reference import masked_softmax
+
+    rng = _rng(8)
+    scores = rng.standard_normal((B, TQ, TV)).astype("float32")
+    key_mask = rng.random((B, 1, TV)) > 0.4
+    key_mask[0, 0, :4], key_mask[0, 0, 4:] = False, True
+    key_mask[1, 0, :] = False
+    visible = np.broadcast_to(key_mask, scores.shape)
+    if offset is not None:
+        visible = visible & np.tril(np.ones((TQ, TV), bool), k=offset)
+    exp = np.where(visible, np.exp(scores - scores.max(-1, keepdims=True)), 0.0)
+    total = exp.sum(-1, keepdims=True)
+    expected = exp / np.where(total > 0, total, 1.0)
+    assert (total == 0).any() and (total > 0).any()
+    for mask_as_bias in (False, True):
+        for join_masks in (False, True):
+            weights = masked_softmax(
+                ops.convert_to_tensor(scores),
+                ops.convert_to_tensor(key_mask),
+                causal_offset=offset,
+                mask_as_bias=mask_as_bias,
+                join_masks=join_masks,
+            )
+            np.testing.assert_allclose(
+                to_numpy(weights), expected, atol=1e-6, err_msg=f"{mask_as_bias=} {join_masks=}"
+            )
+    keep = _masks.rows_with_a_key(ops.convert_to_tensor(key_mask), TQ, TV, offset)
+    np.testing.assert_array_equal(np.broadcast_to(to_numpy(keep), total.shape), total > 0)
