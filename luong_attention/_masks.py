@@ -92,10 +92,7 @@ def rows_with_a_key(mask, q_len, kv_len, causal_offset=None):
     causal = causal_mask(q_len, kv_len, causal_offset)
     if mask.shape[-2] != 1:
         return ops.any(ops.logical_and(mask, causal), axis=-1, keepdims=True)
-    # One 2-D product for every batch element: (batch, Tv) x (Tv, Tq).
-    batch_shape = ops.shape(mask)[:-2]
-    counts = ops.matmul(
-        ops.reshape(ops.cast(mask, "float32"), (-1, kv_len)),
-        ops.transpose(ops.cast(causal, "float32")),
-    )
-    return ops.greater(ops.reshape(counts, (*batch_shape, q_len, 1)), 0.5)
+    # (batch..., 1, Tv) x (Tv, Tq): the second operand broadcasts, as in a
+    # dense layer.
+    counts = ops.matmul(ops.cast(mask, "float32"), ops.transpose(ops.cast(causal, "float32")))
+    return ops.greater(ops.swapaxes(counts, -1, -2), 0.5)
