@@ -27,6 +27,7 @@ import os
 
 from gpu import DIMS, DTYPES, IMPLS, MASKS, OURS
 from gpu import LENGTHS as GPU_LENGTHS
+from report import fmt_number
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -40,10 +41,6 @@ TARGET_KERNEL = 1.1  # auto / fastest kernel
 TARGET_ATTENTION = 0.3  # auto / keras.layers.Attention at T = 4096
 SLOW_FIRST_CALL_MS = 5000
 STATUS = {"oom": "OOM", "unsupported": "n/a", "error": "error", "budget": "cut"}
-
-
-def _fmt(x):
-    return f"{x:.0f}" if x >= 100 else f"{x:.1f}" if x >= 10 else f"{x:.2f}"
 
 
 def cases(results):
@@ -66,7 +63,7 @@ def _ms(row):
 def _cell(row):
     if row is None:
         return "—"  # this run did not time it
-    return _fmt(row["median_ms"]) if row["status"] == "ok" else STATUS[row["status"]]
+    return fmt_number(row["median_ms"]) if row["status"] == "ok" else STATUS[row["status"]]
 
 
 def auto_pick(table, backend, length, mask, dtype):
@@ -136,7 +133,7 @@ def backend_table(backend, results, table):
         pick = auto_pick(table, backend, length, mask, dtype)
         pick_ms = _ms(rows.get(pick))
         kernels = [_ms(rows.get(k)) for k in KERNELS if _ms(rows.get(k)) is not None]
-        now = f"{pick} {_fmt(pick_ms)}" if pick_ms is not None else f"{pick} (not timed)"
+        now = f"{pick} {fmt_number(pick_ms)}" if pick_ms is not None else f"{pick} (not timed)"
         if pick_ms is not None and kernels:
             now_ratio = pick_ms / min(kernels)
             now += f" ({now_ratio:.2f}x)"
@@ -152,8 +149,8 @@ def backend_table(backend, results, table):
         lines.append(
             f"| {dtype} | {dim} | {length} | {mask} | "
             + " | ".join(_cell(rows.get(i)) for i in IMPLS)
-            + f" | {_fmt(vs_kernel) if vs_kernel is not None else '—'} | {_yes_no(kernel_ok)}"
-            + f" | {_fmt(vs_attention) if vs_attention is not None else '—'}"
+            + f" | {fmt_number(vs_kernel) if vs_kernel is not None else '—'} | {_yes_no(kernel_ok)}"
+            + f" | {fmt_number(vs_attention) if vs_attention is not None else '—'}"
             + f" | {attention_target} | {now} | {', '.join(runs)} |"
         )
     grid = {(t, d, dt, m) for t in LENGTHS for d in DIMS for dt in DTYPES for m in MASKS}

@@ -60,10 +60,13 @@ def _ms(row):
     return None if row is None or row["status"] != "ok" else row["median_ms"]
 
 
-def _fmt(x):
-    if x is None:
-        return "unsupported"
+def fmt_number(x):
+    """`x` with three significant figures or so (no exponent)."""
     return f"{x:.0f}" if x >= 100 else f"{x:.1f}" if x >= 10 else f"{x:.2f}"
+
+
+def _fmt(x):
+    return "unsupported" if x is None else fmt_number(x)
 
 
 def _ratio(a, b):
