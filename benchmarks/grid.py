@@ -419,12 +419,13 @@ def worker_overhead(spec, base):
 
     def kernel_same_ops(q, k, v, value_mask):
         # The tensor ops the reference path runs for this call, written out:
-        # padded keys and values zeroed (NaN safety), masked scores, softmax.
+        # padded keys and values zeroed (NaN safety), the key mask added to
+        # the scores as a bias, softmax.
         keep = value_mask[:, :, None]
         v = ops.where(keep, v, 0.0)
         k = ops.where(keep, k, 0.0)
         scores = ops.matmul(q, ops.swapaxes(k, -1, -2)) * scale
-        scores = ops.where(value_mask[:, None, :], scores, -1e30)
+        scores = scores + ops.where(value_mask[:, None, :], 0.0, -1e30)
         return ops.matmul(ops.softmax(scores, axis=-1), v)
 
     variants = {
