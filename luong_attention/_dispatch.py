@@ -160,7 +160,9 @@ def kernel_options(backend):
       input is ready, so the slices of every block would exist at once.
     - reference `join_masks`: a causal and a key mask become one select over
       the scores, not two added biases: TensorFlow's kernels add a bias
-      broadcast over the batch no faster than they select.
+      broadcast over the batch no faster than they select, and eager
+      PyTorch pays for each op in Python (short sequences are most of the
+      cost there); XLA fuses the biases.
     """
     if backend == "tensorflow":
         float32_dtypes = frozenset(LOW_PRECISION)
@@ -172,5 +174,5 @@ def kernel_options(backend):
         "fused_equal_depths": backend == "jax",
         "fused_float32_dtypes": float32_dtypes,
         "blocked_chain_slices": backend == "tensorflow",
-        "reference_join_masks": backend == "tensorflow",
+        "reference_join_masks": backend in ("tensorflow", "torch"),
     }

@@ -71,28 +71,18 @@ def key_side_mask(key_masks, attention_mask):
     return conjoin(*masks)
 
 
-def rows_with_a_key(mask, q_len, kv_len, causal_offset=None):
-    """Boolean `(batch..., Tq or 1, 1)`: which query rows see at least one key.
+def rows_with_a_key(mask, causal=None, causal_offset=None):
+    """Boolean `(..., Tq or 1, 1)`: which query rows see at least one key.
 
-    `mask` is a key-side mask as `key_side_mask` returns (or None) and
-    `causal_offset` that of `causal_mask` (None when not causal). Returns
-    None when every row sees a key. Cheaper than reducing the full
-    `(batch..., Tq, Tv)` mask where the parts are narrow: under a causal
-    mask alone row i sees a key iff `i + offset >= 0`; with a key mask
-    `(batch..., 1, Tv)` the count of keys each row sees is one product of
-    the key masks `(batch, Tv)` and the causal mask.
+    `mask` is a key-side mask as `key_side_mask` returns and `causal` the
+    `causal_mask` (either may be None); `causal_offset`, when given, is the
+    causal mask's offset. Returns None when every row sees a key: under a
+    causal mask alone with an offset >= 0, row i sees key 0.
     """
-    if causal_offset is None:
+    if causal is None:
         return None if mask is None else ops.any(mask, axis=-1, keepdims=True)
     if mask is None:
         if isinstance(causal_offset, int) and causal_offset >= 0:
             return None
-        rows = ops.arange(0, q_len, dtype="int32") + causal_offset
-        return ops.expand_dims(ops.greater_equal(rows, 0), -1)
-    causal = causal_mask(q_len, kv_len, causal_offset)
-    if mask.shape[-2] != 1:
-        return ops.any(ops.logical_and(mask, causal), axis=-1, keepdims=True)
-    # (batch..., 1, Tv) x (Tv, Tq): the second operand broadcasts, as in a
-    # dense layer.
-    counts = ops.matmul(ops.cast(mask, "float32"), ops.transpose(ops.cast(causal, "float32")))
-    return ops.greater(ops.swapaxes(counts, -1, -2), 0.5)
+        return ops.any(causal, axis=-1, keepdims=True)
+    return ops.any(ops.logical_and(mask, causal), axis=-1, keepdims=True)

@@ -11,7 +11,7 @@ from typing import NamedTuple
 import keras
 from keras import ops
 
-from luong_attention import _dispatch, _masks, _prepare, _validation
+from luong_attention import _dispatch, _prepare, _validation
 from luong_attention._validation import CAUSAL_ALIGNMENTS, IMPLEMENTATIONS, SCORE_MODES
 from luong_attention.kernels import (
     BlockedOptions,
@@ -149,23 +149,7 @@ def luong_attention(
         scale=None if path == "reference" else scale,
     )
     weights = None
-    row_keep = prepared.query_keep
     if path == "reference":
-        # Value and key masks zero the values they hide, so a row they leave
-        # without a key averages zeros; causal and attention masks hide
-        # unzeroed values: such rows are zeroed, in the weights when they
-        # are returned, else (one pass over the output) here.
-        empty_rows_averaged = options.causal or masks.attention is not None
-        if empty_rows_averaged and not options.return_attention_scores:
-            row_keep = _masks.conjoin(
-                row_keep,
-                _masks.rows_with_a_key(
-                    prepared.mask,
-                    ops.shape(query)[-2],
-                    ops.shape(prepared.key)[-2],
-                    prepared.causal_offset,
-                ),
-            )
         output, weights = reference_attention(
             query=query,
             key=prepared.key,
@@ -177,7 +161,14 @@ def luong_attention(
             concat_score_weight=_prepare.cast_like(concat_score_weight, query),
             dropout=options.dropout if call.dropout_active else 0.0,
             seed=seed,
-            zero_empty_rows=options.return_attention_scores,
+            # Value and key masks zero the values they hide, so a row they
+            # leave without a key averages zeros; causal and attention masks
+            # hide unzeroed values.
+            empty_rows="weights"
+            if options.return_attention_scores
+            else "output"
+            if options.causal or masks.attention is not None
+            else None,
             # Value and key masks zero the keys they hide (see `_prepare`).
             mask_as_bias=masks.attention is None,
             join_masks=quirks["reference_join_masks"],
@@ -203,8 +194,8 @@ def luong_attention(
             with_gradient=options.training,
         )
     output = _prepare.cast(output, call.dtype)
-    if row_keep is not None:
-        output = ops.where(row_keep, output, 0.0)
+    if prepared.query_keep is not None:
+        output = ops.where(prepared.query_keep, output, 0.0)
     if options.return_attention_scores:
         return output, weights
     return output

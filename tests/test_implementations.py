@@ -366,17 +366,17 @@ def test_masked_softmax_forms_agree(offset):
     total = exp.sum(-1, keepdims=True)
     expected = exp / np.where(total > 0, total, 1.0)
     assert (total == 0).any() and (total > 0).any()
-    for mask_as_bias in (False, True):
-        for join_masks in (False, True):
-            weights = masked_softmax(
-                ops.convert_to_tensor(scores),
-                ops.convert_to_tensor(key_mask),
-                causal_offset=offset,
-                mask_as_bias=mask_as_bias,
-                join_masks=join_masks,
-            )
-            np.testing.assert_allclose(
-                to_numpy(weights), expected, atol=1e-6, err_msg=f"{mask_as_bias=} {join_masks=}"
-            )
-    keep = _masks.rows_with_a_key(ops.convert_to_tensor(key_mask), TQ, TV, offset)
-    np.testing.assert_array_equal(np.broadcast_to(to_numpy(keep), total.shape), total > 0)
+    mask = ops.convert_to_tensor(key_mask)
+    causal = None if offset is None else _masks.causal_mask(TQ, TV, offset)
+    forms = {
+        "select": dict(mask=mask, causal=causal),
+        "bias": dict(mask=mask, causal=causal, mask_as_bias=True),
+        "joined": dict(mask=_masks.conjoin(mask, causal), causal=None),
+    }
+    for name, form in forms.items():
+        weights = masked_softmax(ops.convert_to_tensor(scores), **form)
+        np.testing.assert_allclose(to_numpy(weights), expected, atol=1e-6, err_msg=name)
+        keep = _masks.rows_with_a_key(form["mask"], form["causal"], offset)
+        np.testing.assert_array_equal(
+            np.broadcast_to(to_numpy(keep), total.shape), total > 0, err_msg=name
+        )

@@ -32,31 +32,22 @@ def attention_scores(query, key, *, score_mode="dot", scale=None, concat_score_w
     return scores if scale is None else scores * scale
 
 
-def masked_softmax(
-    scores,
-    mask=None,
-    zero_empty_rows=True,
-    causal_offset=None,
-    mask_as_bias=False,
-    join_masks=False,
-):
+def masked_softmax(scores, mask=None, causal=None, *, mask_as_bias=False, zero_empty_rows=True):
     """Softmax over the last axis in float32; rows with no key give zeros.
 
     Masked positions get exactly zero weight (no large-negative bias that
     overflows in float16), and with `zero_empty_rows` a row where every key
-    is masked gets all-zero weights instead of a uniform average or NaN.
+    is masked gets all-zero weights instead of an average or NaN.
     Gradients stay finite.
 
-    `mask` is a boolean mask broadcastable to the scores or None, and
-    `causal_offset` that of `_masks.causal_mask` (None: not causal). A mask
-    narrower than the scores (the causal `(Tq, Tv)`;
-    with `mask_as_bias`, a key mask `(batch..., 1, Tv)`) becomes an additive
-    bias of its own size: adding it costs a fraction of a select over the
-    scores on PyTorch's CPU kernels, and its gradient is the identity. A bias
-    hides only finite scores below 1e29 in magnitude, so `mask_as_bias` says
-    the caller zeroed the keys `mask` hides; any other mask replaces the
-    scores it hides (a NaN there stays out). With `join_masks` a causal and
-    a key mask are ANDed into one mask that replaces the scores it hides.
+    `mask` (a key or attention mask) and `causal` (the `(Tq, Tv)` causal
+    mask) are boolean, broadcastable to the scores, or None. The causal mask,
+    and with `mask_as_bias` a key mask `(batch..., 1, Tv)`, is added to the
+    scores as a bias of its own (narrow) shape: cheaper than a select over
+    the scores on PyTorch's CPU kernels, with the identity as gradient. A
+    bias hides only finite scores below 1e29 in magnitude, so `mask_as_bias`
+    says the caller zeroed the keys `mask` hides; any other mask replaces the
+    scores it hides (a NaN there stays out).
     """
     dtype = keras.backend.standardize_dtype(scores.dtype)
     if dtype not in ("float32", "float64"):
@@ -66,19 +57,10 @@ def masked_softmax(
         # An empty batch, Tq = 0 or Tv = 0: nothing to normalise (and max
         # has no identity).
         return ops.zeros_like(scores)
-    if mask is None and causal_offset is None:
-        return ops.softmax(scores, axis=-1)
-    q_len, kv_len = ops.shape(scores)[-2], ops.shape(scores)[-1]
-    causal = None
-    if causal_offset is not None:
-        causal = _masks.causal_mask(q_len, kv_len, causal_offset)
-    parts = (mask, causal)
-    if join_masks and mask is not None and causal is not None:
-        parts = (_masks.conjoin(mask, causal),)
-    for part in parts:
+    for part, as_bias in ((mask, mask_as_bias), (causal, True)):
         if part is None:
             continue
-        if (part is causal or mask_as_bias) and _narrower_than(part, scores):
+        if as_bias and _narrower_than(part, scores):
             # Each bias is added on its own: a sum of two narrow biases would
             # broadcast both ways, a slow case for TensorFlow's kernels.
             bias = ops.where(part, 0.0, MASKED_SCORE)
@@ -90,9 +72,7 @@ def masked_softmax(
     # A row with no visible key holds only masked scores: it comes out an
     # average over them, and is zeroed (weights and gradient).
     weights = ops.softmax(scores, axis=-1)
-    if not zero_empty_rows:
-        return weights
-    keep = _masks.rows_with_a_key(mask, q_len, kv_len, causal_offset)
+    keep = _masks.rows_with_a_key(mask, causal) if zero_empty_rows else None
     return weights if keep is None else weights * ops.cast(keep, weights.dtype)
 
 
@@ -113,7 +93,7 @@ def reference_attention(
     concat_score_weight=None,
     dropout=0.0,
     seed=None,
-    zero_empty_rows=True,
+    empty_rows="weights",
     mask_as_bias=False,
     join_masks=False,
 ):
@@ -128,22 +108,39 @@ def reference_attention(
         score_mode, scale, concat_score_weight: see `attention_scores`.
         dropout: rate of dropout on the weights (0 for none).
         seed: the dropout's seed or `keras.random.SeedGenerator`.
-        zero_empty_rows: give a row with no visible key zero weights. The
-            caller may pass False when the weights are not returned and it
-            zeroes such rows of the output itself (or they can only come from
-            masked keys whose values it zeroed): one pass over the
-            `(Tq, Tv)` weights is saved.
+        empty_rows: where a row with no visible key is zeroed: `"weights"`
+            (and so the output), `"output"` (for callers that do not return
+            the weights: the output or the weights, whichever is smaller), or
+            None when the caller knows such a row averages zeroed values.
         mask_as_bias: the keys `mask` hides were zeroed (see `masked_softmax`).
-        join_masks: see `masked_softmax`.
+        join_masks: AND a causal and a key mask into one select over the
+            scores instead of adding two biases (fewer, larger ops).
     """
     scores = attention_scores(
         query, key, score_mode=score_mode, scale=scale, concat_score_weight=concat_score_weight
     )
-    weights = masked_softmax(scores, mask, zero_empty_rows, causal_offset, mask_as_bias, join_masks)
+    causal = None
+    if causal_offset is not None:
+        q_len, kv_len = ops.shape(scores)[-2], ops.shape(scores)[-1]
+        causal = _masks.causal_mask(q_len, kv_len, causal_offset)
+        if join_masks and mask is not None:
+            mask, causal, mask_as_bias = _masks.conjoin(mask, causal), None, False
+    weights = masked_softmax(scores, mask, causal, mask_as_bias=mask_as_bias, zero_empty_rows=False)
+    keep = None
+    if empty_rows is not None and 0 not in scores.shape:
+        keep = _masks.rows_with_a_key(mask, causal, causal_offset)
+        kv_len, value_dim = scores.shape[-1], value.shape[-1]
+        if empty_rows == "output" and None not in (kv_len, value_dim) and kv_len <= value_dim:
+            empty_rows = "weights"  # the weights are the smaller tensor
+    if keep is not None and empty_rows == "weights":
+        weights = weights * ops.cast(keep, weights.dtype)
     if keras.backend.standardize_dtype(weights.dtype) != keras.backend.standardize_dtype(
         value.dtype
     ):
         weights = ops.cast(weights, value.dtype)
     if dropout > 0:
         weights = keras.random.dropout(weights, dropout, seed=seed)
-    return ops.matmul(weights, value), weights
+    output = ops.matmul(weights, value)
+    if keep is not None and empty_rows == "output":
+        output = ops.where(keep, output, 0.0)
+    return output, weights
