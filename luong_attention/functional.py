@@ -150,6 +150,14 @@ def luong_attention(
     )
     weights = None
     if path == "reference":
+        # Value and key masks zero the values they hide, so a row they leave
+        # without a key averages zeros; causal and attention masks hide
+        # unzeroed values.
+        empty_rows = None
+        if options.return_attention_scores:
+            empty_rows = "weights"
+        elif options.causal or masks.attention is not None:
+            empty_rows = "output"
         output, weights = reference_attention(
             query=query,
             key=prepared.key,
@@ -161,14 +169,7 @@ def luong_attention(
             concat_score_weight=_prepare.cast_like(concat_score_weight, query),
             dropout=options.dropout if call.dropout_active else 0.0,
             seed=seed,
-            # Value and key masks zero the values they hide, so a row they
-            # leave without a key averages zeros; causal and attention masks
-            # hide unzeroed values.
-            empty_rows="weights"
-            if options.return_attention_scores
-            else "output"
-            if options.causal or masks.attention is not None
-            else None,
+            empty_rows=empty_rows,
             # Value and key masks zero the keys they hide (see `_prepare`).
             mask_as_bias=masks.attention is None,
             join_masks=quirks["reference_join_masks"],

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from keras import ops
 
-from luong_attention import LuongAttention, _dispatch, _validation, luong_attention
+from luong_attention import LuongAttention, _dispatch, _masks, _validation, luong_attention
+from luong_attention.kernels.reference import masked_softmax
 from tests.helpers import small_blocks, supported_paths, to_numpy, value_and_grad
 from tests.reference import reference_attention
 
@@ -351,9 +352,6 @@ def test_masked_softmax_forms_agree(offset):
     Each backend runs one form in its calls (see `_dispatch.kernel_options`);
     here every form runs on every backend, against NumPy.
     """
-    from luong_attention import _masks
-    from luong_attention.kernels.reference import masked_softmax
-
     rng = _rng(8)
     scores = rng.standard_normal((B, TQ, TV)).astype("float32")
     key_mask = rng.random((B, 1, TV)) > 0.4
@@ -374,9 +372,11 @@ def test_masked_softmax_forms_agree(offset):
         "joined": dict(mask=_masks.conjoin(mask, causal), causal=None),
     }
     for name, form in forms.items():
-        weights = masked_softmax(ops.convert_to_tensor(scores), **form)
-        np.testing.assert_allclose(to_numpy(weights), expected, atol=1e-6, err_msg=name)
+        # masked_softmax leaves rows without a key to its caller, which
+        # zeroes those that rows_with_a_key marks.
         keep = _masks.rows_with_a_key(form["mask"], form["causal"], offset)
         np.testing.assert_array_equal(
             np.broadcast_to(to_numpy(keep), total.shape), total > 0, err_msg=name
         )
+        weights = to_numpy(masked_softmax(ops.convert_to_tensor(scores), **form)) * to_numpy(keep)
+        np.testing.assert_allclose(weights, expected, atol=1e-6, err_msg=name)

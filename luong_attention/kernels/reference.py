@@ -7,7 +7,8 @@ and is the one the other paths are checked against.
 import keras
 from keras import ops
 
-from luong_attention import _masks
+from luong_attention import _masks, _prepare
+from luong_attention._validation import dtype_name
 
 # Finite stand-in for -inf on masked scores (kept in float32). A finite value
 # keeps `exp` and its gradient free of inf - inf = NaN.
@@ -32,13 +33,13 @@ def attention_scores(query, key, *, score_mode="dot", scale=None, concat_score_w
     return scores if scale is None else scores * scale
 
 
-def masked_softmax(scores, mask=None, causal=None, *, mask_as_bias=False, zero_empty_rows=True):
-    """Softmax over the last axis in float32; rows with no key give zeros.
+def masked_softmax(scores, mask=None, causal=None, *, mask_as_bias=False):
+    """Softmax over the last axis in float32, masked positions exactly zero.
 
-    Masked positions get exactly zero weight (no large-negative bias that
-    overflows in float16), and with `zero_empty_rows` a row where every key
-    is masked gets all-zero weights instead of an average or NaN.
-    Gradients stay finite.
+    No large-negative bias in the input dtype (which overflows in float16):
+    masked scores become `MASKED_SCORE` in float32. A row where every key is
+    masked comes out an average over masked scores; the caller zeroes it
+    (`_masks.rows_with_a_key`). Gradients stay finite.
 
     `mask` (a key or attention mask) and `causal` (the `(Tq, Tv)` causal
     mask) are boolean, broadcastable to the scores, or None. The causal mask,
@@ -49,7 +50,7 @@ def masked_softmax(scores, mask=None, causal=None, *, mask_as_bias=False, zero_e
     says the caller zeroed the keys `mask` hides; any other mask replaces the
     scores it hides (a NaN there stays out).
     """
-    dtype = keras.backend.standardize_dtype(scores.dtype)
+    dtype = dtype_name(scores.dtype)
     if dtype not in ("float32", "float64"):
         dtype = "float32"
         scores = ops.cast(scores, dtype)
@@ -63,17 +64,12 @@ def masked_softmax(scores, mask=None, causal=None, *, mask_as_bias=False, zero_e
         if as_bias and _narrower_than(part, scores):
             # Each bias is added on its own: a sum of two narrow biases would
             # broadcast both ways, a slow case for TensorFlow's kernels.
-            bias = ops.where(part, 0.0, MASKED_SCORE)
-            scores = scores + (bias if dtype == "float32" else ops.cast(bias, dtype))
+            scores = scores + _prepare.cast(ops.where(part, 0.0, MASKED_SCORE), dtype)
         else:
             # Masked scores become MASKED_SCORE, whose exp underflows to
             # exactly 0 after softmax subtracts the row max.
             scores = ops.where(part, scores, MASKED_SCORE)
-    # A row with no visible key holds only masked scores: it comes out an
-    # average over them, and is zeroed (weights and gradient).
-    weights = ops.softmax(scores, axis=-1)
-    keep = _masks.rows_with_a_key(mask, causal) if zero_empty_rows else None
-    return weights if keep is None else weights * ops.cast(keep, weights.dtype)
+    return ops.softmax(scores, axis=-1)
 
 
 def _narrower_than(mask, scores):
@@ -125,7 +121,7 @@ def reference_attention(
         causal = _masks.causal_mask(q_len, kv_len, causal_offset)
         if join_masks and mask is not None:
             mask, causal, mask_as_bias = _masks.conjoin(mask, causal), None, False
-    weights = masked_softmax(scores, mask, causal, mask_as_bias=mask_as_bias, zero_empty_rows=False)
+    weights = masked_softmax(scores, mask, causal, mask_as_bias=mask_as_bias)
     keep = None
     if empty_rows is not None and 0 not in scores.shape:
         keep = _masks.rows_with_a_key(mask, causal, causal_offset)
@@ -134,10 +130,7 @@ def reference_attention(
             empty_rows = "weights"  # the weights are the smaller tensor
     if keep is not None and empty_rows == "weights":
         weights = weights * ops.cast(keep, weights.dtype)
-    if keras.backend.standardize_dtype(weights.dtype) != keras.backend.standardize_dtype(
-        value.dtype
-    ):
-        weights = ops.cast(weights, value.dtype)
+    weights = _prepare.cast(weights, dtype_name(value.dtype))
     if dropout > 0:
         weights = keras.random.dropout(weights, dropout, seed=seed)
     output = ops.matmul(weights, value)
