@@ -156,6 +156,12 @@ def kernel_options(backend):
       the input dtype, where float16 overflows past 65504; XLA's CPU
       `dot_general` has no float16 x float16 -> float32 product, which JAX's
       attention asks for (it raises under `jit`).
+    - fused `transpose_heads`: a `(batch, heads, T, dim)` call goes to the
+      op transposed, not reshaped: eager PyTorch pays for each `keras.ops`
+      call in Python, a reshape several times a transpose, and its op
+      transposes back to the same memory; XLA and TensorFlow's graphs pay
+      nothing per op, and keep the flattened layout their kernels were
+      measured with.
     - blocked `chain_slices`: TensorFlow copies each slice as soon as its
       input is ready, so the slices of every block would exist at once.
     - reference `join_masks`: a causal and a key mask become one select over
@@ -173,6 +179,7 @@ def kernel_options(backend):
     return {
         "fused_equal_depths": backend == "jax",
         "fused_float32_dtypes": float32_dtypes,
+        "fused_transpose_heads": backend == "torch",
         "blocked_chain_slices": backend == "tensorflow",
         "reference_join_masks": backend in ("tensorflow", "torch"),
     }

@@ -182,6 +182,7 @@ def luong_attention(
             mask=prepared.mask,
             causal_offset=prepared.causal_offset,
             equal_depths=quirks["fused_equal_depths"],
+            transpose_heads=quirks["fused_transpose_heads"],
         )
     else:
         output = blocked_attention(
