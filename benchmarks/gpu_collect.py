@@ -63,7 +63,10 @@ def log_rows(path):
 
 
 def run_rows(folder, backend):
-    """`(header, rows)` of one run's benchmark of `backend`; `(None, [])` if it has none."""
+    """`(header, rows)` of one run's benchmark of `backend`; `(None, [])` if it has none.
+
+    A run has none where it wrote neither the JSON nor a row in its log.
+    """
     json_path = os.path.join(folder, f"gpu_bench-{backend}.json")
     logs = [
         p
@@ -89,6 +92,8 @@ def run_rows(folder, backend):
                 seen.add(key)
                 rows.append({**r, "source": log})
                 recovered += 1
+    if not os.path.exists(json_path) and not rows:
+        return None, []  # a log without a row: the benchmark ran out of time before a case
     header["files"] = [os.path.basename(json_path), *logs]
     header["rows_from_log"] = recovered
     return header, rows

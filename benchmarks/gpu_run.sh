@@ -28,10 +28,11 @@
 # Settings (environment): PYTHON (python3; PYTHON_JAX / PYTHON_TORCH / PYTHON_TENSORFLOW
 # per backend), GPU_BACKENDS ("jax torch"), GPU_TESTS (core: the GPU tests and the
 # numerics modules; gpu: tests/test_gpu.py only; full: the whole suite but
-# GPU_TEST_IGNORE's modules), GPU_TEST_TIMEOUT_S (100), GPU_TEST_WORKERS (8),
+# GPU_TEST_IGNORE's modules), GPU_TEST_TIMEOUT_S (240), GPU_TEST_WORKERS (8),
 # GPU_REST (1: run the rest of the suite after the benchmark; 0: don't),
 # GPU_BENCH_BUDGET_S (80 per backend: no case starts later; GPU_BENCH_BUDGET_S_JAX /
-# _TORCH per backend), GPU_BENCH_ARGS (extra arguments of benchmarks/gpu.py),
+# _TORCH per backend), GPU_BENCH_ARGS (extra arguments of benchmarks/gpu.py, or
+# GPU_BENCH_ARGS_JAX / _TORCH per backend),
 # GPU_DEADLINE_S (no limit: every step is cut to end by then), GPU_SITE
 # (/tmp/luong-gpu-site).
 set -uo pipefail
@@ -46,7 +47,7 @@ exec > >(tee -a "$out/run.log") 2>&1
 python="${PYTHON:-python3}"
 backends="${GPU_BACKENDS:-jax torch}"
 tests="${GPU_TESTS:-core}"
-test_timeout="${GPU_TEST_TIMEOUT_S:-100}"
+test_timeout="${GPU_TEST_TIMEOUT_S:-240}"
 bench_budget="${GPU_BENCH_BUDGET_S:-80}"
 workers="${GPU_TEST_WORKERS:-8}"
 site="${GPU_SITE:-/tmp/luong-gpu-site}"
@@ -203,12 +204,14 @@ done
 for b in $backends; do
     budget_var="GPU_BENCH_BUDGET_S_${b^^}"
     budget="${!budget_var:-$bench_budget}"
+    args_var="GPU_BENCH_ARGS_${b^^}"
+    bench_args="${!args_var-${GPU_BENCH_ARGS:-}}"
     limit="$(time_left "$((budget + 120))")"
     say "benchmark: $b (no case starts after ${budget}s; stopped after ${limit}s)"
-    # shellcheck disable=SC2086  # GPU_BENCH_ARGS is a list of arguments
+    # shellcheck disable=SC2086  # bench_args is a list of arguments
     KERAS_BACKEND="$b" XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 TF_CPP_MIN_LOG_LEVEL=3 \
         timeout "$limit" "$(python_for "$b")" benchmarks/gpu.py \
-        --out "$out" --require-gpu --budget-s "$budget" ${GPU_BENCH_ARGS:-} \
+        --out "$out" --require-gpu --budget-s "$budget" $bench_args \
         >"$out/gpu_bench-$b.log" 2>&1
     status=$?
     tail -n 2 "$out/gpu_bench-$b.log"

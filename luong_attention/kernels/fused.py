@@ -43,7 +43,6 @@ def fused_attention(
         `(batch..., Tq, dim_v)` in the dtype of `value`; rows with no visible
         key are zero (the op would give them a uniform average).
     """
-    rank = len(query.shape)
     q_len, kv_len = ops.shape(query)[-2], ops.shape(key)[-2]
     value_dim = value.shape[-1]
     # A plain top-left causal mask goes to the op as is_causal (PyTorch's
