@@ -45,8 +45,8 @@ def causal_mask(q_len, kv_len, offset, rows=None, cols=None):
     """
     r0, r1 = rows if rows is not None else (0, q_len)
     k0, k1 = cols if cols is not None else (0, kv_len)
-    row_index = ops.expand_dims(ops.arange(r0, r1, dtype="int32"), -1) + offset
-    col_index = ops.expand_dims(ops.arange(k0, k1, dtype="int32"), 0)
+    row_index = ops.arange(r0, r1, dtype="int32")[:, None] + offset
+    col_index = ops.arange(k0, k1, dtype="int32")[None, :]
     return ops.less_equal(col_index, row_index)
 
 
@@ -65,7 +65,7 @@ def key_side_mask(key_masks, attention_mask):
     `key_masks` are expanded sequence masks (see `sequence_mask`) of the
     keys; the causal part is left to each path (see `causal_mask`).
     """
-    masks = [ops.expand_dims(m, axis=-2) for m in key_masks if m is not None]
+    masks = [m[..., None, :] for m in key_masks if m is not None]
     if attention_mask is not None:
         masks.append(as_bool(attention_mask))
     return conjoin(*masks)

@@ -74,13 +74,15 @@ def prepare(query, value, key, masks, *, batch_shape, causal_offset, flat_batch)
         if m is not None
     ]
     if key_masks:
-        keep = ops.expand_dims(_masks.conjoin(*key_masks), -1)
+        keep = _masks.conjoin(*key_masks)[..., None]
         key_is_value = key is value
         value = ops.where(keep, value, 0.0)
+        # Keys too: a select over the scores alone would keep a NaN key out
+        # of the output but not out of the query's gradient (0 * NaN).
         key = value if key_is_value else ops.where(keep, key, 0.0)
     query_keep = None
     if masks.query is not None:
-        query_keep = ops.expand_dims(_masks.sequence_mask(masks.query, ranks[0], batch_rank), -1)
+        query_keep = _masks.sequence_mask(masks.query, ranks[0], batch_rank)[..., None]
     return Prepared(
         query=query,
         key=key,

@@ -24,10 +24,26 @@ def static_dims(shape):
 
 
 def dtype_name(dtype):
+    """Keras's name of `dtype` (`"float32"`, ...), or its `str` where Keras has none."""
     try:
-        return keras.backend.standardize_dtype(dtype)
+        return _DTYPE_NAMES[dtype]
+    except (KeyError, TypeError):  # not seen yet, or unhashable
+        pass
+    try:
+        name = keras.backend.standardize_dtype(dtype)
     except ValueError:
-        return str(dtype)
+        name = str(dtype)
+    try:
+        if len(_DTYPE_NAMES) < 64:
+            _DTYPE_NAMES[dtype] = name
+    except TypeError:
+        pass
+    return name
+
+
+# Names of the dtype objects seen: eager calls ask for a few dtypes many
+# times, and Keras's standardize_dtype does string work each time.
+_DTYPE_NAMES = {}
 
 
 def invalid(argument, expected, received):

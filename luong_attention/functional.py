@@ -143,10 +143,15 @@ def luong_attention(
             path, call.dtype, fused_float32=call.dtype in quirks["fused_float32_dtypes"]
         ),
     )
+    # The scale goes on the query, or on the scores where they are the
+    # smaller tensor (and in the concat score, where it acts inside tanh).
+    scale_scores = path == "reference" and (
+        options.score_mode == "concat" or not _query_is_smaller(call, prepared.key)
+    )
     query = _prepare.fold_query(
         prepared.query,
         general_score_weight=general_score_weight,
-        scale=None if path == "reference" else scale,
+        scale=None if scale_scores else scale,
     )
     weights = None
     if path == "reference":
@@ -165,7 +170,7 @@ def luong_attention(
             mask=prepared.mask,
             causal_offset=prepared.causal_offset,
             score_mode=options.score_mode,
-            scale=_prepare.cast_like(scale, query),
+            scale=_prepare.cast_like(scale, query) if scale_scores else None,
             concat_score_weight=_prepare.cast_like(concat_score_weight, query),
             dropout=options.dropout if call.dropout_active else 0.0,
             seed=seed,
@@ -201,6 +206,12 @@ def luong_attention(
     if options.return_attention_scores:
         return output, weights
     return output
+
+
+def _query_is_smaller(call, key):
+    """Whether the (folded) query `(Tq, dim)` has fewer entries than the scores `(Tq, Tv)`."""
+    dim = key.shape[-1]
+    return isinstance(dim, int) and call.kv_len is not None and dim < call.kv_len
 
 
 def _as_tensor(x):

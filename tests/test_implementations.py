@@ -380,3 +380,42 @@ def test_masked_softmax_forms_agree(offset):
         )
         weights = to_numpy(masked_softmax(ops.convert_to_tensor(scores), **form)) * to_numpy(keep)
         np.testing.assert_allclose(weights, expected, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("implementation", ("reference", "auto"))
+@pytest.mark.parametrize("tq", [3, 12], ids=["tq<dim", "tq>dim"])
+@pytest.mark.parametrize("key_given", [True, False], ids=["key", "no-key"])
+def test_nan_in_masked_keys_stays_out_of_output_and_gradients(implementation, tq, key_given):
+    """NaN and inf in the keys and values a value mask hides reach neither the
+    output nor any gradient: hiding their scores alone would leave
+    `0 * NaN` in the query's gradient, so the hidden keys are zeroed too."""
+    rng = _rng(11)
+    dim = 8
+    q, k, v = _qkv(rng, tq=tq, d=dim, dv=dim)
+    if not key_given:
+        k = v
+    value_mask = rng.random((B, TV)) > 0.4
+    value_mask[:, 0] = True
+    hidden = ~value_mask[..., None]
+    expected = reference_attention(
+        q, np.where(hidden, 0, v), key=np.where(hidden, 0, k), value_mask=value_mask
+    )[0]
+    v = np.where(hidden, np.inf, v)
+    k = np.where(hidden, np.nan, k) if key_given else v
+    call = dict(value_mask=value_mask)
+    out = to_numpy(
+        luong_attention(q, v, k if key_given else None, implementation=implementation, **call)
+    )
+    np.testing.assert_allclose(out, expected, rtol=2e-5, atol=2e-5)
+    if key_given:
+        _, grads = _loss_and_grads(implementation, q, k, v, **call)
+    else:
+        _, grads = value_and_grad(
+            lambda q, v: ops.sum(
+                luong_attention(q, v, implementation=implementation, training=True, **call)
+            ),
+            q,
+            v,
+        )
+    for grad in grads:
+        assert np.all(np.isfinite(grad))
