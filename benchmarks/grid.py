@@ -445,8 +445,11 @@ def worker_overhead(spec, base):
         fraction = {
             name: (ms[name] - ms["kernel"]) / ms[name] for name in ("function_auto", "layer_auto")
         }
-        # Validation and dispatch alone: the function against the same tensor ops.
-        fraction["dispatch"] = (ms["function_auto"] - ms["kernel_same_ops"]) / ms["function_auto"]
+        # Validation and dispatch alone: the function on the reference path
+        # against that path's tensor ops ("auto" may take another path).
+        fraction["dispatch"] = (ms["function_reference"] - ms["kernel_same_ops"]) / ms[
+            "function_reference"
+        ]
         _emit(
             "overhead",
             **base,
