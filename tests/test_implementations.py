@@ -15,6 +15,7 @@ import pytest
 from keras import ops
 
 from luong_attention import LuongAttention, _dispatch, _masks, _validation, luong_attention
+from luong_attention.kernels.fused import fused_attention
 from luong_attention.kernels.reference import masked_softmax
 from tests.helpers import small_blocks, supported_paths, to_numpy, value_and_grad
 from tests.reference import reference_attention
@@ -419,3 +420,42 @@ def test_nan_in_masked_keys_stays_out_of_output_and_gradients(implementation, tq
         )
     for grad in grads:
         assert np.all(np.isfinite(grad))
+
+
+@pytest.mark.parametrize("transpose_heads", [False, True], ids=["flatten", "transpose"])
+@pytest.mark.parametrize("batch", [(B,), (B, 3), (B, 2, 3)], ids=["rank3", "rank4", "rank5"])
+@pytest.mark.parametrize(
+    "causal", [None, "top_left", "bottom_right"], ids=["no_causal", "top_left", "bottom_right"]
+)
+@pytest.mark.parametrize("padded", [False, True], ids=["no_mask", "padding"])
+def test_fused_layouts_agree(transpose_heads, batch, causal, padded):
+    """Every layout the fused path hands its op gives the reference result.
+
+    Each backend takes one layout for `(batch, heads, T, dim)` calls (see
+    `_dispatch.kernel_options`); here each runs on every backend, with
+    masks of their narrow shapes and rows that see no key (bottom-right,
+    Tq > Tv).
+    """
+    rng = _rng(12)
+    q, k, v = _qkv(rng, batch=batch, tq=TV, tv=TQ, dv=D)
+    value_mask = rng.random((*batch, TQ)) > 0.3 if padded else None
+    offset = {None: None, "top_left": 0, "bottom_right": TQ - TV}[causal]
+    mask = None if value_mask is None else ops.convert_to_tensor(value_mask[..., None, :])
+    out = fused_attention(
+        query=ops.convert_to_tensor(q),
+        key=ops.convert_to_tensor(k),
+        value=ops.convert_to_tensor(v),
+        mask=mask,
+        causal_offset=offset,
+        transpose_heads=transpose_heads,
+        equal_depths=_dispatch.kernel_options(keras.backend.backend())["fused_equal_depths"],
+    )
+    expected = reference_attention(
+        q,
+        v,
+        k,
+        value_mask=value_mask,
+        causal=causal is not None,
+        causal_alignment=causal or "top_left",
+    )[0]
+    np.testing.assert_allclose(to_numpy(out), expected, rtol=2e-5, atol=2e-5)
