@@ -20,8 +20,9 @@ JAX functions are jitted, TensorFlow ones are a `tf.function`, PyTorch runs
 eagerly; each timed call waits for the device (`jax.block_until_ready`,
 `torch.cuda.synchronize`, a host copy of a scalar on TensorFlow). The first
 call (compilation, autotuning) is not timed; the median of `--repeats` calls
-is, or of more calls where those took under `MIN_TIMED_MS` together. A case that runs out of memory is recorded as "oom", not raised. Cases
-run most important first (D=64, bfloat16, T=4096, ...); with `--budget-s`
+is, or of more calls where those took under `MIN_TIMED_MS` together. A case
+that runs out of memory is recorded as "oom", not raised. Cases run most
+important first (D=64, bfloat16, T=4096, ...); with `--budget-s`
 the cases left when the budget is spent are recorded as "budget". The
 loops run D, then dtype, then T, then mask, so a run cut short has
 measured every T.

@@ -445,11 +445,8 @@ def worker_overhead(spec, base):
         fraction = {
             name: (ms[name] - ms["kernel"]) / ms[name] for name in ("function_auto", "layer_auto")
         }
-        # Validation and dispatch alone: the function on the reference path
-        # against that path's tensor ops ("auto" may take another path).
-        fraction["dispatch"] = (ms["function_reference"] - ms["kernel_same_ops"]) / ms[
-            "function_reference"
-        ]
+        # Validation and dispatch alone (the function on the reference path
+        # against that path's ops written out) is derived by report.py.
         _emit(
             "overhead",
             **base,

@@ -65,7 +65,7 @@ def prepare(query, value, key, masks, *, batch_shape, causal_offset, flat_batch)
     """
     batch_rank = len(batch_shape)
     ranks = [len(t.shape) for t in (query, value, key)]
-    query, value, key = (_with_batch_rank(t, batch_rank) for t in (query, value, key))
+    query, value, key = (with_batch_rank(t, batch_rank) for t in (query, value, key))
     if flat_batch:
         query, value, key = _broadcast_batch(query, value, key, batch_shape)
     key_masks = [
@@ -118,7 +118,8 @@ def cast(x, dtype):
     return ops.cast(x, dtype)
 
 
-def _with_batch_rank(x, batch_rank):
+def with_batch_rank(x, batch_rank):
+    """`x` with leading size-1 dims up to `batch_rank` batch dims (its last two are kept)."""
     for _ in range(batch_rank + 2 - len(x.shape)):
         x = ops.expand_dims(x, 0)
     return x

@@ -27,18 +27,20 @@ def dtype_name(dtype):
     """Keras's name of `dtype` (`"float32"`, ...), or its `str` where Keras has none."""
     try:
         return _DTYPE_NAMES[dtype]
-    except (KeyError, TypeError):  # not seen yet, or unhashable
-        pass
-    try:
-        name = keras.backend.standardize_dtype(dtype)
-    except ValueError:
-        name = str(dtype)
-    try:
+    except KeyError:
+        name = _standard_dtype_name(dtype)
         if len(_DTYPE_NAMES) < 64:
             _DTYPE_NAMES[dtype] = name
-    except TypeError:
-        pass
-    return name
+        return name
+    except TypeError:  # unhashable
+        return _standard_dtype_name(dtype)
+
+
+def _standard_dtype_name(dtype):
+    try:
+        return keras.backend.standardize_dtype(dtype)
+    except ValueError:
+        return str(dtype)
 
 
 # Names of the dtype objects seen: eager calls ask for a few dtypes many

@@ -146,7 +146,7 @@ def luong_attention(
     # The scale goes on the query, or on the scores where they are the
     # smaller tensor (and in the concat score, where it acts inside tanh).
     scale_scores = path == "reference" and (
-        options.score_mode == "concat" or not _query_is_smaller(call, prepared.key)
+        options.score_mode == "concat" or not _query_is_smaller(call, prepared.key.shape[-1])
     )
     query = _prepare.fold_query(
         prepared.query,
@@ -208,9 +208,11 @@ def luong_attention(
     return output
 
 
-def _query_is_smaller(call, key):
-    """Whether the (folded) query `(Tq, dim)` has fewer entries than the scores `(Tq, Tv)`."""
-    dim = key.shape[-1]
+def _query_is_smaller(call, dim):
+    """Whether the (folded) query `(Tq, dim)` has fewer entries than the scores `(Tq, Tv)`.
+
+    `dim` is the key's depth, which the query has once `W_a` is folded in.
+    """
     return isinstance(dim, int) and call.kv_len is not None and dim < call.kv_len
 
 

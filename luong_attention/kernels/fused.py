@@ -10,7 +10,7 @@ PyTorch's scaled_dot_product_attention, `jax.nn.dot_product_attention`
 
 from keras import ops
 
-from luong_attention import _masks
+from luong_attention import _masks, _prepare
 
 
 def fused_attention(
@@ -107,8 +107,7 @@ class _Layout:
             rows, kv_len = ops.shape(mask)[-2:]
             mask = ops.broadcast_to(mask, (*self.batch_shape, rows, kv_len))
             return ops.reshape(mask, (-1, 1, rows, kv_len))
-        for _ in range(self.rank - len(mask.shape)):
-            mask = ops.expand_dims(mask, 0)
+        mask = _prepare.with_batch_rank(mask, self.rank - 2)
         # (batch, heads, Tq, Tv) already; (batch, Tq, Tv) gets its one head.
         return ops.expand_dims(mask, 1) if self.kind == "one_head" else mask
 
