@@ -13,8 +13,10 @@ Three parts, each backend in its own subprocess (its own Python: `--python`):
   [T/4, T] (seeded), passed as `mask=[None, value_mask]` to both layers and
   as a boolean `(B, 1, 1, T)` mask to `dot_product_attention`. Within a cell
   the variants run in turn in every round (interleaved, so load from other
-  processes hits all alike); each sample averages enough calls to last
-  `--min-sample-ms`; the median over rounds is kept. JAX calls are jitted,
+  processes hits all alike); each sample follows one untimed call of its
+  variant (the first call after another variant's runs slower: a
+  bias against whichever variant came next) and averages enough calls to
+  last `--min-sample-ms`; the median over rounds is kept. JAX calls are jitted,
   TensorFlow ones a `tf.function` without XLA (as Keras runs a model by
   default), PyTorch runs eagerly (`torch.no_grad()` for fwd).
 - matmul: the backend's float32 rate on one 2048^3 matrix product, the
@@ -425,9 +427,9 @@ def worker_overhead(spec, base):
         keep = value_mask[:, :, None]
         v = ops.where(keep, v, 0.0)
         k = ops.where(keep, k, 0.0)
-        scores = ops.matmul(q, ops.swapaxes(k, -1, -2)) * scale
-        scores = scores + ops.where(value_mask[:, None, :], 0.0, -1e30)
-        return ops.matmul(ops.softmax(scores, axis=-1), v)
+        scores = (q @ ops.swapaxes(k, -1, -2)) * scale
+        scores = scores + (ops.cast(value_mask[:, None, :], "float32") - 1.0) * 1e30
+        return ops.softmax(scores, axis=-1) @ v
 
     variants = {
         "kernel": kernel,

@@ -29,7 +29,10 @@ def attention_scores(query, key, *, score_mode="dot", scale=None, concat_score_w
             summed = scale * summed
         scores = ops.sum(ops.tanh(summed), axis=-1)
         return scores if concat_score_weight is None else concat_score_weight * scores
-    scores = ops.matmul(query, ops.swapaxes(key, -2, -1))
+    # The `@` operator is the backend's matmul without `keras.ops`'s Python
+    # layer, which eager PyTorch pays on every call (short sequences are
+    # mostly that); the inputs already share one floating dtype.
+    scores = query @ ops.swapaxes(key, -2, -1)
     return scores if scale is None else scores * scale
 
 
@@ -64,7 +67,10 @@ def masked_softmax(scores, mask=None, causal=None, *, mask_as_bias=False):
         if as_bias and _narrower_than(part, scores):
             # Each bias is added on its own: a sum of two narrow biases would
             # broadcast both ways, a slow case for TensorFlow's kernels.
-            scores = scores + _prepare.cast(ops.where(part, 0.0, MASKED_SCORE), dtype)
+            # 0 where seen, MASKED_SCORE where hidden: a cast and two
+            # operators on the narrow mask, cheaper than a select in eager
+            # PyTorch.
+            scores = scores + (ops.cast(part, dtype) - 1.0) * -MASKED_SCORE
         else:
             # Masked scores become MASKED_SCORE, whose exp underflows to
             # exactly 0 after softmax subtracts the row max.
@@ -133,7 +139,7 @@ def reference_attention(
     weights = _prepare.cast(weights, dtype_name(value.dtype))
     if dropout > 0:
         weights = keras.random.dropout(weights, dropout, seed=seed)
-    output = ops.matmul(weights, value)
+    output = weights @ value
     if keep is not None and empty_rows == "output":
         output = ops.where(keep, output, 0.0)
     return output, weights
