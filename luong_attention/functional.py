@@ -101,9 +101,6 @@ def luong_attention(
     >>> tuple(output.shape)
     (2, 3, 4)
     """
-    for name, tensor in (("query", query), ("value", value), ("key", key)):
-        if tensor is not None or name != "key":
-            _validation.check_input(tensor, name)
     masks = _prepare.Masks(query_mask, value_mask, key_mask, attention_mask)
     options = _Options(
         score_mode,
@@ -117,16 +114,24 @@ def luong_attention(
     )
     score_weights = (scale, concat_score_weight, general_score_weight)
     signature = _signature((query, value, key), masks, score_weights, options)
-    checked = _CHECKED.get(signature) if signature is not None else None
+    checked = None
+    if signature is not None:
+        try:
+            checked = _CHECKED.get(signature)
+        except TypeError:  # an unhashable option value: checked (and rejected) in full
+            signature = None
     if checked is None:
         checked = _check_call((query, value, key), masks, score_weights, options)
         if signature is not None:
             _remember(signature, checked)
     options, batch_shape, call, path = checked
+    if signature is None:
+        # Python lists among the masks become arrays; a call with a
+        # signature has only masks with a checked dtype and shape.
+        masks = _typed_masks(masks)
 
     query, value = _as_tensor(query), _as_tensor(value)
     key = value if key is None else _as_tensor(key)
-    masks = _typed_masks(masks)
     prepared = _prepare.prepare(
         query,
         value,
@@ -243,26 +248,26 @@ _MAX_CHECKED = 256
 
 
 def _signature(inputs, masks, score_weights, options):
-    """A hashable key of everything `_check_call` depends on, or None.
+    """A key of everything `_check_call` depends on, or None.
 
     None where an argument is not a tensor-like with a shape and dtype (a
-    Python list, say) or an option is unhashable: such a call is checked
-    every time.
+    Python list, say): such a call is checked every time. The caller treats
+    a key that turns out unhashable (an unhashable option) the same way.
     """
     specs = []
     for x in (*inputs, *masks, *score_weights):
-        if x is None or isinstance(x, float):
-            specs.append(x if x is None else float)
-        elif hasattr(x, "shape") and hasattr(x, "dtype") and not isinstance(x, (list, tuple)):
-            specs.append((type(x), tuple(x.shape), str(x.dtype)))
-        else:
+        if x is None:
+            specs.append(None)
+        elif isinstance(x, float):
+            specs.append(float)
+        elif isinstance(x, (list, tuple)) or not hasattr(x, "dtype"):
             return None
-    try:
-        key = (tuple(specs), options, keras.config.is_flash_attention_enabled())
-        hash(key)
-    except TypeError:  # an unhashable option value: checked (and rejected) in full
-        return None
-    return key
+        else:
+            shape = getattr(x, "shape", None)
+            if shape is None:
+                return None
+            specs.append((type(x), tuple(shape), x.dtype))
+    return (tuple(specs), options, keras.config.is_flash_attention_enabled())
 
 
 def _remember(signature, checked):
@@ -279,6 +284,9 @@ def _check_call(inputs, masks, score_weights, options):
     `_dispatch.Call` and the path. Depends only on shapes, dtypes and
     options (see `_signature`).
     """
+    for name, tensor in zip(("query", "value", "key"), inputs, strict=True):
+        if tensor is not None or name != "key":
+            _validation.check_input(tensor, name)
     _validation.check_option("score_mode", options.score_mode, SCORE_MODES)
     _validation.check_option("causal_alignment", options.causal_alignment, CAUSAL_ALIGNMENTS)
     _validation.check_option("implementation", options.implementation, IMPLEMENTATIONS)
