@@ -6,8 +6,17 @@ the causal mask is `(Tq, Tv)` and is built by `causal_mask` alone, for every
 implementation path.
 """
 
+import functools
+
 import keras
+import numpy as np
 from keras import ops
+
+# Largest causal mask (in entries) built in NumPy and handed over as a
+# constant: one conversion instead of the four ops that build it, which
+# eager calls on short sequences pay per call; larger masks are built by
+# ops on the device.
+_CONSTANT_CAUSAL_ENTRIES = 1 << 16
 
 
 def as_bool(mask):
@@ -45,9 +54,19 @@ def causal_mask(q_len, kv_len, offset, rows=None, cols=None):
     """
     r0, r1 = rows if rows is not None else (0, q_len)
     k0, k1 = cols if cols is not None else (0, kv_len)
+    bounds = (r0, r1, k0, k1, offset)
+    if all(type(n) is int for n in bounds) and (r1 - r0) * (k1 - k0) <= _CONSTANT_CAUSAL_ENTRIES:
+        return ops.convert_to_tensor(_causal_array(*bounds))
     row_index = ops.arange(r0, r1, dtype="int32")[:, None] + offset
     col_index = ops.arange(k0, k1, dtype="int32")[None, :]
     return ops.less_equal(col_index, row_index)
+
+
+@functools.lru_cache(maxsize=64)
+def _causal_array(r0, r1, k0, k1, offset):
+    array = np.arange(k0, k1)[None, :] <= np.arange(r0, r1)[:, None] + offset
+    array.flags.writeable = False  # shared by every call with these bounds
+    return array
 
 
 def conjoin(*masks):
