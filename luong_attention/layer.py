@@ -188,9 +188,11 @@ class LuongAttention(keras.layers.Layer):
             causal=_validation.as_flag(use_causal_mask, "use_causal_mask"),
             causal_alignment=self.causal_alignment,
             score_mode=self.score_mode,
-            scale=self.scale,
-            concat_score_weight=self.concat_score_weight,
-            general_score_weight=self.general_score_weight,
+            # The weights' values (what any op on them reads, autocast
+            # included), taken once: each op on a variable converts it again.
+            scale=_value(self.scale),
+            concat_score_weight=_value(self.concat_score_weight),
+            general_score_weight=_value(self.general_score_weight),
             dropout=self.dropout,
             seed=self.seed_generator,
             training=training,
@@ -315,6 +317,10 @@ def _keras_attention_entry(store):
         return None
     entry = store.get(f"{head}/{leaf.replace('luong_attention', 'attention', 1)}")
     return entry if len(entry) else None
+
+
+def _value(weight):
+    return None if weight is None else weight.value
 
 
 def _shapes(class_name, input_shape):
