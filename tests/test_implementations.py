@@ -383,6 +383,30 @@ def test_masked_softmax_forms_agree(offset):
         np.testing.assert_allclose(weights, expected, atol=1e-6, err_msg=name)
 
 
+@pytest.mark.parametrize(
+    "bounds",
+    [
+        dict(q_len=5, kv_len=7, offset=0),
+        dict(q_len=7, kv_len=5, offset=-2),
+        dict(q_len=None, kv_len=None, offset=3, rows=(4, 9), cols=(2, 12)),
+        dict(q_len=300, kv_len=260, offset=-40),  # over the constant's size: built by ops
+    ],
+    ids=["small", "negative_offset", "tile", "large"],
+)
+def test_causal_mask_matches_numpy(bounds):
+    """The causal mask, whether a NumPy constant (small static shapes) or
+    built by ops (large shapes, a tensor offset), is `j <= i + offset`."""
+    rows = bounds.get("rows", (0, bounds["q_len"]))
+    cols = bounds.get("cols", (0, bounds["kv_len"]))
+    i = np.arange(*rows)[:, None]
+    j = np.arange(*cols)[None, :]
+    expected = j <= i + bounds["offset"]
+    built = _masks.causal_mask(**bounds)
+    np.testing.assert_array_equal(to_numpy(built), expected)
+    tensor_offset = dict(bounds, offset=ops.convert_to_tensor(bounds["offset"], "int32"))
+    np.testing.assert_array_equal(to_numpy(_masks.causal_mask(**tensor_offset)), expected)
+
+
 @pytest.mark.parametrize("implementation", ("reference", "auto"))
 @pytest.mark.parametrize("tq", [3, 12], ids=["tq<dim", "tq>dim"])
 @pytest.mark.parametrize("key_given", [True, False], ids=["key", "no-key"])
