@@ -260,11 +260,9 @@ def _signature(inputs, masks, score_weights, options):
             specs.append(None)
         elif isinstance(x, float):
             specs.append(float)
-        elif isinstance(x, (list, tuple)) or not hasattr(x, "dtype"):
-            return None
         else:
             shape = getattr(x, "shape", None)
-            if shape is None:
+            if shape is None or not hasattr(x, "dtype") or isinstance(x, (list, tuple)):
                 return None
             specs.append((type(x), tuple(shape), x.dtype))
     return (tuple(specs), options, keras.config.is_flash_attention_enabled())
