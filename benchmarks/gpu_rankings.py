@@ -213,13 +213,13 @@ def gpu_rows(rows=()):
 
 def with_gpu_rows(table, rows, source):
     """`table` with its "gpu" rows and GPU keys replaced; every other key and row kept."""
-    header = {k: v for k, v in table.items() if k != "rankings"}
     kept = [r for r in table["rankings"] if r["device"] != "gpu"]
+    # Keys keep their places (benchmarks/report.py writes the GPU keys last).
     return {
-        **header,
+        **table,
+        "rankings": kept + rows,
         "gpu_length_regimes": GPU_LENGTH_REGIMES,
         "gpu_source": source,
-        "rankings": kept + rows,
     }
 
 
