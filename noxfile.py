@@ -210,7 +210,7 @@ def bench(session):
     # and one venv with all three backends would install them a second time
     # and pin numpy/protobuf for TensorFlow and PyTorch together. grid.py runs
     # each backend in its own process with that venv's Python.
-    # Options after `--`: --quick, --only BACKEND, --rounds N (see grid.py -h).
+    # Options after `--`: --quick, --only BACKEND, --rounds N, --min-cell-ms MS (grid.py -h).
     pythons = _test_env_pythons(session, "BENCH_PYTHON")
     session.run(
         pythons["jax"],

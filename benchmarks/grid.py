@@ -16,7 +16,11 @@ Three parts, each backend in its own subprocess (its own Python: `--python`):
   processes hits all alike); each sample follows one untimed call of its
   variant (the first call after another variant's runs slower: a
   bias against whichever variant came next) and averages enough calls to
-  last `--min-sample-ms`; the median over rounds is kept. JAX calls are jitted,
+  last `--min-sample-ms`; the median over rounds is kept. A cheap cell gets
+  more rounds than `--rounds`, enough for each variant's samples to add up to
+  `--min-cell-ms` (at most `MAX_ROUNDS`): a short call's median of three
+  samples moves by a tenth between runs on a shared machine, more than most
+  of the differences it is there to show. JAX calls are jitted,
   TensorFlow ones a `tf.function` without XLA (as Keras runs a model by
   default), PyTorch runs eagerly (`torch.no_grad()` for fwd).
 - matmul: the backend's float32 rate on one 2048^3 matrix product, the
@@ -68,6 +72,9 @@ PARTS = ("grid", "matmul", "e2e", "overhead")
 # --quick: enough cells to run every part of the pipeline in a minute or two
 # per backend; T=256 calibrates the full-run estimate.
 QUICK = dict(lengths=(16, 256), dims=(64,), low_lengths=(16,), rounds=1, e2e_steps=3)
+# --min-cell-ms of a full run, and the most rounds a cell gets to reach it.
+MIN_CELL_MS = 600.0
+MAX_ROUNDS = 15
 MARK = "@@grid "  # prefixes the worker's result lines on stdout
 
 
@@ -251,20 +258,26 @@ def warm_up(runners, args):
     return {name: _sample(run, args, 1) for name, run in runners.items()}
 
 
-def measure(runners, args, rounds, min_sample_s):
-    """`rounds` interleaved samples of each (warmed-up) runner, each sample
-    averaging enough calls to last `min_sample_s` (sized by one more call).
-    Returns {name: (median_s, calls_per_sample)}."""
-    calls = {}
+def measure(runners, args, rounds, min_sample_s, min_total_s=0.0):
+    """Interleaved samples of each (warmed-up) runner, each sample averaging
+    enough calls to last `min_sample_s` (sized by one more call): `rounds` of
+    them, or more (up to `MAX_ROUNDS`) where the slowest runner's samples
+    would add up to less than `min_total_s`.
+    Returns {name: (median_s, calls_per_sample, rounds)}."""
+    calls, sample_s = {}, {}
     for name, run in runners.items():
-        once = _sample(run, args, 1)
-        calls[name] = max(1, min(100, math.ceil(min_sample_s / max(once, 1e-6))))
+        once = max(_sample(run, args, 1), 1e-6)
+        calls[name] = max(1, min(100, math.ceil(min_sample_s / once)))
+        sample_s[name] = calls[name] * once
+    if runners and min_total_s > 0:
+        wanted = math.ceil(min_total_s / max(sample_s.values()))
+        rounds = max(rounds, min(MAX_ROUNDS, wanted))
     samples = {name: [] for name in runners}
     for _ in range(rounds):
         for name, run in runners.items():
             run(*args)  # untimed: the first call after another runner's pays for the switch
             samples[name].append(_sample(run, args, calls[name]))
-    return {name: (statistics.median(s), calls[name]) for name, s in samples.items()}
+    return {name: (statistics.median(s), calls[name], rounds) for name, s in samples.items()}
 
 
 def worker_grid(spec, base):
@@ -287,7 +300,13 @@ def worker_grid(spec, base):
                 continue
             first[variant] = time.perf_counter() - start
             runners[variant] = run
-        timings = measure(runners, args, spec["rounds"], spec["min_sample_ms"] / 1000)
+        timings = measure(
+            runners,
+            args,
+            spec["rounds"],
+            spec["min_sample_ms"] / 1000,
+            spec.get("min_cell_ms", 0.0) / 1000,
+        )
         cell = dict(base, T=length, B=batch, D=dim, mask=mask, mode=mode, dtype=dtype)
         for variant in spec["variants"]:
             if variant in unsupported:
@@ -301,14 +320,14 @@ def worker_grid(spec, base):
                     rounds=0,
                 )
                 continue
-            median, calls = timings[variant]
+            median, calls, rounds = timings[variant]
             _emit(
                 "grid",
                 **cell,
                 variant=variant,
                 status="ok",
                 median_ms=1000 * median,
-                rounds=spec["rounds"],
+                rounds=rounds,
                 calls_per_round=calls,
                 first_call_ms=1000 * first[variant],
             )
@@ -323,7 +342,7 @@ def worker_matmul(spec, base):
     a, b = (ops.convert_to_tensor(rng.standard_normal((size, size), "float32")) for _ in range(2))
     run = compiled(lambda x, y: ops.matmul(x, y), grad=False)
     warm_up({"matmul": run}, (a, b))
-    median, calls = measure({"matmul": run}, (a, b), max(3, spec["rounds"]), 0.05)["matmul"]
+    median, calls, _ = measure({"matmul": run}, (a, b), max(3, spec["rounds"]), 0.05)["matmul"]
     _emit(
         "matmul",
         **base,
@@ -381,7 +400,7 @@ def worker_e2e(spec, base):
             runners[attention] = run
         first = warm_up(runners, ())
         timings = measure(runners, (), spec["rounds"], 0.0)
-        for attention, (median, _) in timings.items():
+        for attention, (median, _, _) in timings.items():
             _emit(
                 "e2e",
                 **base,
@@ -550,7 +569,7 @@ def _progress(row):
     return f"{head} {json.dumps({k: v for k, v in row.items() if k not in ('kind', 'backend')})}"
 
 
-def estimate_full_seconds(rows, rounds, min_sample_s, extra_seconds=None):
+def estimate_full_seconds(rows, rounds, min_sample_s, extra_seconds=None, min_cell_s=0.0):
     """Rough duration of the full grid from measured rows: per variant the
     median first call (tracing, compiling), the sizing call and the rounds of
     every cell, each call's time interpolated in log-log over T and scaled by
@@ -580,8 +599,9 @@ def estimate_full_seconds(rows, rounds, min_sample_s, extra_seconds=None):
                 call = ratio * _interpolate(f32, length, batch, dim)
             first = statistics.median(r["first_call_ms"] for r in measured) / 1000
             per_sample = max(call, min_sample_s)
+            cell_rounds = max(rounds, min(MAX_ROUNDS, math.ceil(min_cell_s / per_sample)))
             # The first call includes one call; the sizing call is one more.
-            total[backend] = total.get(backend, 0.0) + first + 2 * call + rounds * per_sample
+            total[backend] = total.get(backend, 0.0) + first + 2 * call + cell_rounds * per_sample
     for backend, seconds in (extra_seconds or {}).items():
         total[backend] = total.get(backend, 0.0) + seconds
     return total
@@ -649,6 +669,8 @@ def drive(args):
         variants=list(VARIANTS),
         rounds=args.rounds or (QUICK["rounds"] if args.quick else 3),
         min_sample_ms=args.min_sample_ms,
+        min_cell_ms=_min_cell_ms(args, quick=args.quick),
+        max_rounds=MAX_ROUNDS,
         e2e_steps=QUICK["e2e_steps"] if args.quick else 20,
         parts=args.parts,
     )
@@ -700,6 +722,7 @@ def drive(args):
         full_rounds,
         args.min_sample_ms / 1000,
         _extra_seconds(results, full_rounds),
+        _min_cell_ms(args, quick=False) / 1000,
     )
     results["estimate_full_run_s"] = estimate
     with open(out, "w") as f:
@@ -708,6 +731,12 @@ def drive(args):
     for backend, seconds in estimate.items():
         print(f"estimated full run ({full_rounds} rounds), {backend}: {seconds / 60:.1f} min")
     print(f"estimated full run, all backends in {out}: {sum(estimate.values()) / 60:.1f} min")
+
+
+def _min_cell_ms(args, *, quick):
+    if args.min_cell_ms is not None:
+        return args.min_cell_ms
+    return 0.0 if quick else MIN_CELL_MS
 
 
 def _extra_seconds(results, full_rounds, full_steps=20):
@@ -735,6 +764,12 @@ def main(argv=None):
         type=float,
         default=20.0,
         help="each timed sample repeats the call to last at least this long",
+    )
+    parser.add_argument(
+        "--min-cell-ms",
+        type=float,
+        help="a cell gets more rounds (at most MAX_ROUNDS) until each variant's samples "
+        f"add up to this long (default {MIN_CELL_MS:g}; quick 0)",
     )
     parser.add_argument(
         "--python",
