@@ -269,15 +269,20 @@ def measure(runners, args, rounds, min_sample_s, min_total_s=0.0):
         once = max(_sample(run, args, 1), 1e-6)
         calls[name] = max(1, min(100, math.ceil(min_sample_s / once)))
         sample_s[name] = calls[name] * once
-    if runners and min_total_s > 0:
-        wanted = math.ceil(min_total_s / max(sample_s.values()))
-        rounds = max(rounds, min(MAX_ROUNDS, wanted))
+    if runners:
+        rounds = cell_rounds(rounds, max(sample_s.values()), min_total_s)
     samples = {name: [] for name in runners}
     for _ in range(rounds):
         for name, run in runners.items():
             run(*args)  # untimed: the first call after another runner's pays for the switch
             samples[name].append(_sample(run, args, calls[name]))
     return {name: (statistics.median(s), calls[name], rounds) for name, s in samples.items()}
+
+
+def cell_rounds(rounds, sample_s, min_total_s):
+    """Rounds of samples lasting `sample_s` each: `rounds`, or more (up to
+    `MAX_ROUNDS`) where they would add up to less than `min_total_s`."""
+    return max(rounds, min(MAX_ROUNDS, math.ceil(min_total_s / sample_s)))
 
 
 def worker_grid(spec, base):
@@ -305,7 +310,7 @@ def worker_grid(spec, base):
             args,
             spec["rounds"],
             spec["min_sample_ms"] / 1000,
-            spec.get("min_cell_ms", 0.0) / 1000,
+            spec["min_cell_ms"] / 1000,
         )
         cell = dict(base, T=length, B=batch, D=dim, mask=mask, mode=mode, dtype=dtype)
         for variant in spec["variants"]:
@@ -599,9 +604,9 @@ def estimate_full_seconds(rows, rounds, min_sample_s, extra_seconds=None, min_ce
                 call = ratio * _interpolate(f32, length, batch, dim)
             first = statistics.median(r["first_call_ms"] for r in measured) / 1000
             per_sample = max(call, min_sample_s)
-            cell_rounds = max(rounds, min(MAX_ROUNDS, math.ceil(min_cell_s / per_sample)))
+            samples = cell_rounds(rounds, per_sample, min_cell_s) * per_sample
             # The first call includes one call; the sizing call is one more.
-            total[backend] = total.get(backend, 0.0) + first + 2 * call + cell_rounds * per_sample
+            total[backend] = total.get(backend, 0.0) + first + 2 * call + samples
     for backend, seconds in (extra_seconds or {}).items():
         total[backend] = total.get(backend, 0.0) + seconds
     return total
