@@ -13,9 +13,10 @@ Three parts, each backend in its own subprocess (its own Python: `--python`):
   [T/4, T] (seeded), passed as `mask=[None, value_mask]` to both layers and
   as a boolean `(B, 1, 1, T)` mask to `dot_product_attention`. Within a cell
   the variants run in turn in every round (interleaved, so load from other
-  processes hits all alike); each sample follows one untimed call of its
-  variant (the first call after another variant's runs slower: a
-  bias against whichever variant came next) and averages enough calls to
+  processes hits all alike, and the order rotates from round to round);
+  each sample follows one untimed call of its variant (the first call
+  after another variant's runs slower: a bias against whichever variant
+  came next) and averages enough calls to
   last `--min-sample-ms`; the median over rounds is kept. A cheap cell gets
   more rounds than `--rounds`, enough for each variant's samples to add up to
   `--min-cell-ms` (at most `MAX_ROUNDS`): a short call's median of three
@@ -28,7 +29,9 @@ Three parts, each backend in its own subprocess (its own Python: `--python`):
 - e2e: training steps per second (`model.train_on_batch`, synthetic batches
   from the examples' own generators) of `examples/seq2seq_dates.py` and
   `examples/text_similarity.py` built with `keras.layers.Attention` and with
-  `LuongAttention`, interleaved in rounds.
+  `LuongAttention`, interleaved in rounds: each sample times enough steps
+  to last `E2E_SAMPLE_MS`, and each variant gets rounds until its samples
+  add up to `E2E_MIN_MS` (at most `MAX_ROUNDS`).
 - overhead (PyTorch only): at T = 16, B = 32, D = 128, padding mask, eager,
   the kernel alone (the reference math written with keras.ops) against the
   public function `luong_attention(...)` and the layer call; the difference
@@ -36,6 +39,9 @@ Three parts, each backend in its own subprocess (its own Python: `--python`):
   cost per call. `kernel_same_ops` writes out the tensor ops the reference
   path runs (padded keys and values zeroed too): the function against it is
   the cost of validation and dispatch alone.
+
+Every row keeps its samples in round order (`samples_ms`), so report.py can
+pair a variant's sample with Keras's from the same round.
 
 A variant that raises the library's "does not support" error is recorded as
 `"unsupported"`; any other error stops the run with the worker's traceback.
@@ -71,10 +77,17 @@ E2E_VARIANTS = ("keras_attention", "luong_attention")
 PARTS = ("grid", "matmul", "e2e", "overhead")
 # --quick: enough cells to run every part of the pipeline in a minute or two
 # per backend; T=256 calibrates the full-run estimate.
-QUICK = dict(lengths=(16, 256), dims=(64,), low_lengths=(16,), rounds=1, e2e_steps=3)
+QUICK = dict(
+    lengths=(16, 256), dims=(64,), low_lengths=(16,), rounds=1, e2e_sample_ms=0.0, e2e_min_ms=0.0
+)
 # --min-cell-ms of a full run, and the most rounds a cell gets to reach it.
 MIN_CELL_MS = 600.0
 MAX_ROUNDS = 15
+# End to end, a full run: each sample of training steps lasts at least
+# E2E_SAMPLE_MS, and a variant gets rounds (3 to MAX_ROUNDS) until its
+# samples add up to E2E_MIN_MS.
+E2E_SAMPLE_MS = 500.0
+E2E_MIN_MS = 7500.0
 MARK = "@@grid "  # prefixes the worker's result lines on stdout
 
 
@@ -262,8 +275,10 @@ def measure(runners, args, rounds, min_sample_s, min_total_s=0.0):
     """Interleaved samples of each (warmed-up) runner, each sample averaging
     enough calls to last `min_sample_s` (sized by one more call): `rounds` of
     them, or more (up to `MAX_ROUNDS`) where the slowest runner's samples
-    would add up to less than `min_total_s`.
-    Returns {name: (median_s, calls_per_sample, rounds)}."""
+    would add up to less than `min_total_s`. Round r starts at the r-th
+    runner (the order rotates), so no runner always follows the same one.
+    Returns {name: (median_s, calls_per_sample, rounds, samples_s)}, the
+    samples in round order (what report.py pairs round by round)."""
     calls, sample_s = {}, {}
     for name, run in runners.items():
         once = max(_sample(run, args, 1), 1e-6)
@@ -271,12 +286,15 @@ def measure(runners, args, rounds, min_sample_s, min_total_s=0.0):
         sample_s[name] = calls[name] * once
     if runners:
         rounds = cell_rounds(rounds, max(sample_s.values()), min_total_s)
-    samples = {name: [] for name in runners}
-    for _ in range(rounds):
-        for name, run in runners.items():
+    names = list(runners)
+    samples = {name: [] for name in names}
+    for r in range(rounds):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            run = runners[name]
             run(*args)  # untimed: the first call after another runner's pays for the switch
             samples[name].append(_sample(run, args, calls[name]))
-    return {name: (statistics.median(s), calls[name], rounds) for name, s in samples.items()}
+    return {name: (statistics.median(s), calls[name], rounds, s) for name, s in samples.items()}
 
 
 def cell_rounds(rounds, sample_s, min_total_s):
@@ -325,13 +343,14 @@ def worker_grid(spec, base):
                     rounds=0,
                 )
                 continue
-            median, calls, rounds = timings[variant]
+            median, calls, rounds, samples = timings[variant]
             _emit(
                 "grid",
                 **cell,
                 variant=variant,
                 status="ok",
                 median_ms=1000 * median,
+                samples_ms=[1000 * x for x in samples],
                 rounds=rounds,
                 calls_per_round=calls,
                 first_call_ms=1000 * first[variant],
@@ -347,7 +366,7 @@ def worker_matmul(spec, base):
     a, b = (ops.convert_to_tensor(rng.standard_normal((size, size), "float32")) for _ in range(2))
     run = compiled(lambda x, y: ops.matmul(x, y), grad=False)
     warm_up({"matmul": run}, (a, b))
-    median, calls, _ = measure({"matmul": run}, (a, b), max(3, spec["rounds"]), 0.05)["matmul"]
+    median, calls, _, _ = measure({"matmul": run}, (a, b), max(3, spec["rounds"]), 0.05)["matmul"]
     _emit(
         "matmul",
         **base,
@@ -391,30 +410,35 @@ def worker_e2e(spec, base):
     import keras
     import numpy as np
 
-    steps = spec["e2e_steps"]
     for example in EXAMPLES:
         runners = {}
         for attention in E2E_VARIANTS:
             keras.utils.set_random_seed(0)
             model, (x, y) = _e2e_models(example, attention, np.random.default_rng(0))
 
-            def run(model=model, x=x, y=y):
-                for _ in range(steps):
-                    model.train_on_batch(x, y)
+            def step(model=model, x=x, y=y):
+                model.train_on_batch(x, y)
 
-            runners[attention] = run
+            runners[attention] = step
         first = warm_up(runners, ())
-        timings = measure(runners, (), spec["rounds"], 0.0)
-        for attention, (median, _, _) in timings.items():
+        timings = measure(
+            runners,
+            (),
+            spec["rounds"],
+            spec["e2e_sample_ms"] / 1000,
+            spec["e2e_min_ms"] / 1000,
+        )
+        for attention, (median, calls, rounds, samples) in timings.items():
             _emit(
                 "e2e",
                 **base,
                 example=example,
                 variant=attention,
                 batch_size=64,
-                steps_per_round=steps,
-                steps_per_s=steps / median,
-                rounds=spec["rounds"],
+                steps_per_s=1 / median,
+                samples_ms=[1000 * x for x in samples],
+                steps_per_sample=calls,
+                rounds=rounds,
                 first_call_ms=1000 * first[attention],
             )
 
@@ -676,7 +700,8 @@ def drive(args):
         min_sample_ms=args.min_sample_ms,
         min_cell_ms=_min_cell_ms(args, quick=args.quick),
         max_rounds=MAX_ROUNDS,
-        e2e_steps=QUICK["e2e_steps"] if args.quick else 20,
+        e2e_sample_ms=QUICK["e2e_sample_ms"] if args.quick else E2E_SAMPLE_MS,
+        e2e_min_ms=QUICK["e2e_min_ms"] if args.quick else E2E_MIN_MS,
         parts=args.parts,
     )
     results = dict(
@@ -744,17 +769,20 @@ def _min_cell_ms(args, *, quick):
     return 0.0 if quick else MIN_CELL_MS
 
 
-def _extra_seconds(results, full_rounds, full_steps=20):
-    """What a full run spends outside the grid cells, from this run's parts."""
-    spec = results["spec"]
-    more_steps = (full_rounds + 1) * full_steps - (spec["rounds"] + 1) * spec["e2e_steps"]
-    return {
-        backend: sum(parts.get(p, 0.0) for p in ("matmul", "e2e", "overhead"))
-        + sum(
-            max(0, more_steps) / r["steps_per_s"] for r in results["e2e"] if r["backend"] == backend
-        )
-        for backend, parts in results["part_seconds"].items()
-    }
+def _extra_seconds(results, full_rounds):
+    """What a full run spends outside the grid cells, from this run's parts:
+    matmul and overhead as measured, end to end with a full run's samples."""
+    seconds = {}
+    for backend, parts in results["part_seconds"].items():
+        seconds[backend] = parts.get("matmul", 0.0) + parts.get("overhead", 0.0)
+        for r in results["e2e"]:
+            if r["backend"] != backend:
+                continue
+            step = 1 / r["steps_per_s"]
+            sample = max(step, E2E_SAMPLE_MS / 1000)
+            rounds = cell_rounds(full_rounds, sample, E2E_MIN_MS / 1000)
+            seconds[backend] += r["first_call_ms"] / 1000 + step + rounds * (sample + step)
+    return seconds
 
 
 def main(argv=None):
