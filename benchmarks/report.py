@@ -296,6 +296,8 @@ def plot(results, path):
 
     index = cell_index(results)
     backends = [b for b in BACKENDS if any(k[0] == b for k in index)]
+    if not backends:  # a run of other parts only (--parts e2e)
+        return False
     fig, axes = plt.subplots(
         2, len(backends), figsize=(4.5 * len(backends), 7), squeeze=False, sharey=True
     )
@@ -329,6 +331,7 @@ def plot(results, path):
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     fig.savefig(path, dpi=90)
     plt.close(fig)
+    return True
 
 
 def _geomean(values):
@@ -408,8 +411,8 @@ def main(argv=None):
     out_dir = os.path.dirname(os.path.abspath(args.results))
     with open(os.path.join(out_dir, "grid.md"), "w") as f:
         f.write(markdown(results, os.path.relpath(os.path.abspath(args.results), ROOT)))
-    plot(results, os.path.join(out_dir, "grid.png"))
-    print(f"wrote {os.path.join(out_dir, 'grid.md')} and grid.png")
+    plotted = plot(results, os.path.join(out_dir, "grid.png"))
+    print(f"wrote {os.path.join(out_dir, 'grid.md')}" + (" and grid.png" if plotted else ""))
     missing = [b for b in BACKENDS if b not in results["backends"]]
     if missing:
         print(f"not writing {args.table}: no results for {', '.join(missing)}")
