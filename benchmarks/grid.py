@@ -288,7 +288,7 @@ def measure(runners, args, rounds, min_sample_s, min_total_s=0.0):
         rounds = cell_rounds(rounds, max(sample_s.values()), min_total_s)
     names = list(runners)
     samples = {name: [] for name in names}
-    for r in range(rounds):
+    for r in range(rounds if names else 0):
         shift = r % len(names)
         for name in names[shift:] + names[:shift]:
             run = runners[name]
