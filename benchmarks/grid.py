@@ -279,22 +279,29 @@ def measure(runners, args, rounds, min_sample_s, min_total_s=0.0):
     runner (the order rotates), so no runner always follows the same one.
     Returns {name: (median_s, calls_per_sample, rounds, samples_s)}, the
     samples in round order (what report.py pairs round by round)."""
+    if not runners:
+        return {}
     calls, sample_s = {}, {}
     for name, run in runners.items():
         once = max(_sample(run, args, 1), 1e-6)
-        calls[name] = max(1, min(100, math.ceil(min_sample_s / once)))
+        calls[name] = sample_calls(once, min_sample_s)
         sample_s[name] = calls[name] * once
-    if runners:
-        rounds = cell_rounds(rounds, max(sample_s.values()), min_total_s)
+    rounds = cell_rounds(rounds, max(sample_s.values()), min_total_s)
     names = list(runners)
     samples = {name: [] for name in names}
-    for r in range(rounds if names else 0):
+    for r in range(rounds):
         shift = r % len(names)
         for name in names[shift:] + names[:shift]:
             run = runners[name]
             run(*args)  # untimed: the first call after another runner's pays for the switch
             samples[name].append(_sample(run, args, calls[name]))
     return {name: (statistics.median(s), calls[name], rounds, s) for name, s in samples.items()}
+
+
+def sample_calls(call_s, min_sample_s):
+    """Calls in one sample of a call lasting `call_s`: enough to last
+    `min_sample_s`, at least 1 and at most 100."""
+    return max(1, min(100, math.ceil(min_sample_s / call_s)))
 
 
 def cell_rounds(rounds, sample_s, min_total_s):
@@ -627,7 +634,7 @@ def estimate_full_seconds(rows, rounds, min_sample_s, extra_seconds=None, min_ce
                 )
                 call = ratio * _interpolate(f32, length, batch, dim)
             first = statistics.median(r["first_call_ms"] for r in measured) / 1000
-            per_sample = max(call, min_sample_s)
+            per_sample = sample_calls(call, min_sample_s) * call
             samples = cell_rounds(rounds, per_sample, min_cell_s) * per_sample
             # The first call includes one call; the sizing call is one more.
             total[backend] = total.get(backend, 0.0) + first + 2 * call + samples
@@ -779,7 +786,7 @@ def _extra_seconds(results, full_rounds):
             if r["backend"] != backend:
                 continue
             step = 1 / r["steps_per_s"]
-            sample = max(step, E2E_SAMPLE_MS / 1000)
+            sample = sample_calls(step, E2E_SAMPLE_MS / 1000) * step
             rounds = cell_rounds(full_rounds, sample, E2E_MIN_MS / 1000)
             seconds[backend] += r["first_call_ms"] / 1000 + step + rounds * (sample + step)
     return seconds
