@@ -567,9 +567,10 @@ def _git_commit():
 def run_worker(python, backend, spec):
     """Runs one backend's worker; returns its rows. Exits on any failure."""
     env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
-    # libgomp threads spin while waiting; on a machine shared with other
-    # processes that slows PyTorch's many small ops several times over.
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # The workers run in the environment as given: PyTorch's OpenMP threads
+    # keep the wait policy users get unless OMP_WAIT_POLICY is set (PASSIVE
+    # makes each backward pass wait for sleeping threads; see the results'
+    # "omp_wait_policy").
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, env.get("PYTHONPATH")]))
     cmd = [python, os.path.abspath(__file__), "--worker", json.dumps(spec)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True, cwd=ROOT)
@@ -722,6 +723,7 @@ def drive(args):
             when=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             commit=_git_commit(),
             load_average=os.getloadavg(),
+            omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"),
         ),
         backends={},
         grid=[],

@@ -250,6 +250,15 @@ def _rounds(spec):
     )
 
 
+def _omp_policy(machine):
+    """How PyTorch's OpenMP threads waited during the run, in words."""
+    if "omp_wait_policy" not in machine:
+        # Runs before the key was recorded set PASSIVE for PyTorch's worker.
+        return "OpenMP wait policy: PASSIVE (grid.py set it for PyTorch's worker then)."
+    policy = machine["omp_wait_policy"]
+    return f"OpenMP wait policy: {policy or 'the default (OMP_WAIT_POLICY unset)'}."
+
+
 def markdown(results, source="benchmarks/results/grid.json"):
     machine = results["machine"]
     lines = [
@@ -272,7 +281,9 @@ def markdown(results, source="benchmarks/results/grid.json"):
                 f"{k} {v}" for k, v in info["versions"].items() if k != "luong_attention_path"
             )
             for b, info in results["backends"].items()
-        ),
+        )
+        + ". "
+        + _omp_policy(machine),
     ]
     if results.get("quick"):
         lines += [
