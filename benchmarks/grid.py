@@ -1,6 +1,6 @@
 """Benchmark grid: LuongAttention against Keras's attention, per backend, on one machine.
 
-Three parts, each backend in its own subprocess (its own Python: `--python`):
+Five parts, each backend in its own subprocess (its own Python: `--python`):
 
 - grid: T in {16, 64, 256, 1024, 4096}, B = 32 (B = 2 at T = 4096),
   D in {64, 128}, masks none / padding / causal / causal+padding, modes fwd
@@ -39,6 +39,13 @@ Three parts, each backend in its own subprocess (its own Python: `--python`):
   cost per call. `kernel_same_ops` writes out the tensor ops the reference
   path runs (padded keys and values zeroed too): the function against it is
   the cost of validation and dispatch alone.
+- guard: what zeroing padded keys and values (the NaN safety of
+  docs/numerics.md, which `keras.layers.Attention` does not give) costs where
+  calls are short: at T in {16, 64}, B = 32, D in {64, 128}, padding mask,
+  fwd and fwd+bwd, the math of `keras.layers.Attention` written with
+  keras.ops (scores, the mask subtracted as 1e9, softmax, weighted sum)
+  against the same math after the padded keys and values are zeroed;
+  compiled as in the grid.
 
 Every row keeps its samples in round order (`samples_ms`), so report.py can
 pair a variant's sample with Keras's from the same round.
@@ -74,7 +81,8 @@ PATHS = ("reference", "fused", "blocked")
 VARIANTS = ("auto", *PATHS, "keras_attention", "keras_dpa")
 EXAMPLES = ("seq2seq_dates", "text_similarity")
 E2E_VARIANTS = ("keras_attention", "luong_attention")
-PARTS = ("grid", "matmul", "e2e", "overhead")
+PARTS = ("grid", "matmul", "e2e", "overhead", "guard")
+GUARD_LENGTHS = (16, 64)
 # --quick: enough cells to run every part of the pipeline in a minute or two
 # per backend; T=256 calibrates the full-run estimate.
 QUICK = dict(
@@ -519,6 +527,53 @@ def worker_overhead(spec, base):
         )
 
 
+def worker_guard(spec, base):
+    """Keras's attention math with and without padded keys and values zeroed."""
+    from keras import ops
+
+    def keras_math(q, k, v, value_mask):
+        # keras.layers.Attention's ops (use_scale=True, scale 1, value mask).
+        scores = ops.matmul(q, ops.swapaxes(k, -1, -2)) * 1.0
+        hidden = ops.cast(ops.logical_not(value_mask[:, None, :]), scores.dtype)
+        scores = scores - 1e9 * hidden
+        return ops.matmul(ops.softmax(scores, axis=-1), v)
+
+    def zeroed(q, k, v, value_mask):
+        keep = value_mask[:, :, None]
+        return keras_math(q, ops.where(keep, k, 0.0), ops.where(keep, v, 0.0), value_mask)
+
+    variants = {"keras_math": keras_math, "zeroed": zeroed}
+    rounds = max(5, spec["rounds"])
+    for length in GUARD_LENGTHS:
+        for dim in spec["dims"]:
+            batch = batch_for(length)
+            q, k, v, value_mask, _ = make_inputs(batch, length, dim, "float32")
+            for mode in MODES:
+                runners = {
+                    name: compiled(fn, grad=mode == "fwd+bwd") for name, fn in variants.items()
+                }
+                warm_up(runners, (q, k, v, value_mask))
+                timings = measure(
+                    runners,
+                    (q, k, v, value_mask),
+                    rounds,
+                    spec["min_sample_ms"] / 1000,
+                    spec["min_cell_ms"] / 1000,
+                )
+                _emit(
+                    "guard",
+                    **base,
+                    T=length,
+                    B=batch,
+                    D=dim,
+                    mask="padding",
+                    mode=mode,
+                    median_ms={name: 1000 * t[0] for name, t in timings.items()},
+                    samples_ms={name: [1000 * x for x in t[3]] for name, t in timings.items()},
+                    rounds=timings["keras_math"][2],
+                )
+
+
 def worker(spec):
     import keras
 
@@ -539,6 +594,7 @@ def worker(spec):
             "matmul": worker_matmul,
             "e2e": worker_e2e,
             "overhead": worker_overhead,
+            "guard": worker_guard,
         }[part](spec, base)
         _emit("timing", **base, part=part, seconds=time.perf_counter() - start)
 
@@ -680,14 +736,19 @@ def merge_into(path, results):
     ran = set(results["backends"])
     for key in PARTS:  # a part this run skipped keeps its earlier rows
         if key in results["spec"]["parts"]:
-            results[key] = [r for r in earlier[key] if r["backend"] not in ran] + results[key]
+            # (an earlier file may predate a part: no rows of it)
+            kept = [r for r in earlier.get(key, []) if r["backend"] not in ran]
+            results[key] = kept + results[key]
         else:
-            results[key] = earlier[key]
+            results[key] = earlier.get(key, [])
     for key in ("backends", "part_seconds"):
         results[key] = {
             **{b: v for b, v in earlier[key].items() if b not in ran},
             **results[key],
         }
+    # The backends kept from the earlier run keep its machine, date and commit.
+    for backend in set(results["backends"]) - ran:
+        results["backends"][backend].setdefault("machine", earlier["machine"])
     return results
 
 
@@ -730,6 +791,7 @@ def drive(args):
         matmul=[],
         e2e=[],
         overhead=[],
+        guard=[],
     )
     part_seconds = {}
     for backend in backends:
@@ -743,7 +805,7 @@ def drive(args):
             seconds=time.perf_counter() - start,
         )
         for r in rows:
-            if r["kind"] in ("grid", "matmul", "e2e", "overhead"):
+            if r["kind"] in PARTS:
                 results[r["kind"]].append(r)
             if r["kind"] == "timing":
                 part_seconds.setdefault(backend, {})[r["part"]] = r["seconds"]
@@ -780,10 +842,11 @@ def _min_cell_ms(args, *, quick):
 
 def _extra_seconds(results, full_rounds):
     """What a full run spends outside the grid cells, from this run's parts:
-    matmul and overhead as measured, end to end with a full run's samples."""
+    matmul, overhead and guard as measured, end to end with a full run's
+    samples."""
     seconds = {}
     for backend, parts in results["part_seconds"].items():
-        seconds[backend] = parts.get("matmul", 0.0) + parts.get("overhead", 0.0)
+        seconds[backend] = sum(parts.get(part, 0.0) for part in ("matmul", "overhead", "guard"))
         for r in results["e2e"]:
             if r["backend"] != backend:
                 continue
