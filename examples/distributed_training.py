@@ -1,6 +1,8 @@
 """Data-parallel training of a model holding LuongAttention, on each backend's own engine.
 
-The backend (KERAS_BACKEND) picks the engine; all three run on CPU here:
+The backend (KERAS_BACKEND) picks the engine; all three run on CPU here (JAX
+also on a machine with a GPU: the script sets JAX_PLATFORMS=cpu unless it is
+set):
 
     KERAS_BACKEND=jax python examples/distributed_training.py
         keras.distribution.DataParallel over 2 virtual CPU devices
@@ -67,6 +69,11 @@ PARSER.add_argument("--rendezvous", help=argparse.SUPPRESS)
 PARSER.add_argument("--ports", help=argparse.SUPPRESS)
 ARGS = PARSER.parse_args() if __name__ == "__main__" else None
 
+# JAX computes on the CPU, even where the machine has a GPU: its virtual
+# devices stand in for accelerators, and a GPU cannot join them in one mesh.
+# A JAX_PLATFORMS set by the caller wins.
+if ARGS is not None:
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # Virtual CPU devices for JAX; read once, when JAX starts (on `import keras`).
 # Multi-process workers keep one device each, as a machine with one CPU would.
 if ARGS is not None and ARGS.worker_rank is not None and ARGS.ports:
@@ -181,6 +188,7 @@ def train_jax(args, x, y):
     return {
         "engine": type(distribution).__name__,
         "devices": len(jax.devices()),
+        "platform": jax.devices()[0].platform,
         "replicas": max(len(copies) for copies in replicas),
         "layouts": layouts,
         "history": history.history["loss"],
@@ -368,6 +376,7 @@ def worker_jax(args):
     summary = {
         "engine": "jax.distributed + DataParallel",
         "devices": len(jax.devices()),
+        "platform": jax.devices()[0].platform,
         "history": history.history["loss"],
         "loss_before": before,
         "loss_after": after,

@@ -3,7 +3,8 @@
     KERAS_BACKEND=jax python examples/sequence_parallel.py [--devices 4] [--json PATH]
 
 Runs on CPU with virtual devices (XLA_FLAGS=--xla_force_host_platform_device_count,
-set below before JAX starts). A `keras.distribution.LayoutMap` lays the
+set below before JAX starts), also on a machine with a GPU (JAX_PLATFORMS=cpu,
+unless set: a GPU cannot join the virtual devices in one mesh). A `keras.distribution.LayoutMap` lays the
 outputs of the layers that produce query, key and value, and of the
 attention itself, out as `(None, "seq", None)`: batch whole, time split over
 the mesh's "seq" axis. The script compares the outputs with a run on one
@@ -23,6 +24,7 @@ PARSER.add_argument("--length", type=int, default=512, help="T of query, key and
 PARSER.add_argument("--json", help="write the summary to this file")
 ARGS = PARSER.parse_args() if __name__ == "__main__" else None
 if ARGS is not None:
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
     os.environ["XLA_FLAGS"] = (
         os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={ARGS.devices}"
     )
@@ -110,6 +112,7 @@ def main(args):
     got = keras.ops.convert_to_numpy(got)
     summary = {
         "devices": len(devices),
+        "platform": jax.devices()[0].platform,
         "shape": [BATCH, args.length, DIM],
         "layouts": layouts,
         "max_abs_difference": float(np.max(np.abs(got - expected))),

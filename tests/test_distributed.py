@@ -53,13 +53,15 @@ def check_training(summary, engine, replicas):
 def data_parallel(tmp_path):
     summary = train(tmp_path)
     check_training(summary, "DataParallel", replicas=2)
-    assert summary["devices"] == 2
+    # The virtual CPU devices, also where the machine has a GPU.
+    assert (summary["devices"], summary["platform"]) == (2, "cpu")
 
 
 def model_parallel(tmp_path):
     summary = train(tmp_path, "--model-parallel")
     # 4 devices on a (batch=2, model=2) mesh: unsharded weights have 4 copies.
     check_training(summary, "ModelParallel", replicas=4)
+    assert (summary["devices"], summary["platform"]) == (4, "cpu")
     layouts = summary["layouts"]
     assert layouts["attention/general_score_weight"] == ["model", None]
     assert layouts["split_heads/output"] == ["batch", "model", None, None]
@@ -68,7 +70,7 @@ def model_parallel(tmp_path):
 
 def sequence_parallel(tmp_path):
     summary = run(tmp_path, "sequence_parallel.py", "--devices=4", "--length=256")
-    assert summary["devices"] == 4
+    assert (summary["devices"], summary["platform"]) == (4, "cpu")
     assert summary["layouts"]["attention/output"] == [None, "seq"]  # time split
     assert summary["within_1e-6"], summary  # |sharded - one device| <= 1e-6 (1 + |one device|)
     # Each device holds a quarter of the activations: its peak is below one device's.
