@@ -27,6 +27,7 @@ import os
 
 from gpu import DIMS, DTYPES, IMPLS, MASKS, OURS
 from gpu import LENGTHS as GPU_LENGTHS
+from gpu_rankings import BENCH_MODES
 from report import fmt_number
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -43,11 +44,11 @@ SLOW_FIRST_CALL_MS = 5000
 STATUS = {"oom": "OOM", "unsupported": "n/a", "error": "error", "budget": "cut"}
 
 
-def cases(results):
-    """{(T, D, dtype, mask): {impl: row}} of the fwd+bwd rows; a later run's row wins."""
+def cases(results, mode="fwd+bwd"):
+    """{(T, D, dtype, mask): {impl: row}} of the rows of `mode`; a later run's row wins."""
     index = {}
     for r in results["rows"]:
-        if r["mode"] != "fwd+bwd":
+        if r["mode"] != mode:
             continue
         key = (r["T"], r["D"], r["dtype"], r["mask"])
         old = index.setdefault(key, {}).get(r["impl"])
@@ -66,8 +67,8 @@ def _cell(row):
     return fmt_number(row["median_ms"]) if row["status"] == "ok" else STATUS[row["status"]]
 
 
-def auto_pick(table, backend, length, mask, dtype):
-    """The path "auto" now takes for a fwd+bwd case of the benchmark on a GPU."""
+def auto_pick(table, backend, length, mask, dtype, mode="fwd+bwd"):
+    """The path "auto" now takes for a case of the benchmark on a GPU."""
     for bound, name in table["gpu_length_regimes"]:
         if bound is None or length <= bound:
             regime = name
@@ -78,7 +79,7 @@ def auto_pick(table, backend, length, mask, dtype):
         length=regime,
         mask=mask,
         dtype="float32" if dtype == "float32" else "low",
-        mode="train",
+        mode=BENCH_MODES[mode],
     )
     (row,) = [r for r in table["rankings"] if all(r[k] == v for k, v in key.items())]
     return row["paths"][0]  # every path supports the benchmark's calls
@@ -108,8 +109,8 @@ def _yes_no(ok):
     return "—" if ok is None else "yes" if ok else "NO"
 
 
-def backend_table(backend, results, table):
-    index = cases(results)
+def backend_table(backend, results, table, mode="fwd+bwd"):
+    index = cases(results, mode)
     measured = {k: v for k, v in index.items() if any(r["status"] != "budget" for r in v.values())}
     lines = [
         "| dtype | D | T | mask | auto | reference | fused | blocked | dpa | dpa flash "
@@ -130,7 +131,7 @@ def backend_table(backend, results, table):
             if ok is not None:
                 counts[name][0] += ok
                 counts[name][1] += 1
-        pick = auto_pick(table, backend, length, mask, dtype)
+        pick = auto_pick(table, backend, length, mask, dtype, mode)
         pick_ms = _ms(rows.get(pick))
         kernels = [_ms(rows.get(k)) for k in KERNELS if _ms(rows.get(k)) is not None]
         now = f"{pick} {fmt_number(pick_ms)}" if pick_ms is not None else f"{pick} (not timed)"
@@ -303,6 +304,16 @@ def markdown(folder, table):
     ]
     for backend, r in results.items():
         lines += ["", f"#### {BACKENDS[backend]}", "", *backend_table(backend, r, table)]
+        if cases(r, "fwd"):
+            lines += [
+                "",
+                f"#### {BACKENDS[backend]}, forward pass alone",
+                "",
+                "Inference: `training=False`, no gradient. The issue's targets are set for "
+                "the forward and backward pass; the same ratios are shown here for comparison.",
+                "",
+                *backend_table(backend, r, table, "fwd"),
+            ]
     lines += ["", "#### Measured rows of the auto table", "", *measured_rows(table)]
     missing = [BACKENDS[b] for b in BACKENDS if b not in results]
     if missing:
