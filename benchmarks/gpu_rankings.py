@@ -31,9 +31,12 @@ Which backend kernel takes which call, read from Keras 3.15's
   float16/bfloat16 (cuDNN takes no float32; float32 runs XLA's dense
   attention). cuDNN gets `is_causal` natively, but Keras's op has no
   sequence-lengths argument: a padding mask reaches cuDNN as a dense
-  additive bias (and a `(B, 1, 1, S)` one is refused there, so Keras falls
-  back to XLA). So "fused" first for float16/bfloat16 without a mask or
-  with a plain causal one; otherwise no kernel.
+  additive bias, and one broadcast over the query rows (`(B, 1, 1, S)`)
+  is refused there, so Keras falls back to XLA; the fused path therefore
+  hands the op the mask with every row (`kernel_options`'
+  `fused_full_mask`). So "fused" first for float16/bfloat16 without a
+  mask or with a plain causal one at any length, and with a padding mask
+  where a `(T, T)` bias fits (T <= 8192); otherwise no kernel.
 - TensorFlow: an einsum, no flash kernel.
 
 Without a kernel: "reference" up to the "4096" regime (T <= 8192),
@@ -95,8 +98,12 @@ def regime_of(length):
     raise ValueError(f"Invalid value for argument length. Expected an int. Received: {length!r}")
 
 
-def kernel_rule(backend, mask, dtype):
-    """`(has_kernel, reason)`: whether the backend's fused op has a GPU kernel for the call."""
+def kernel_rule(backend, mask, dtype, dense=True):
+    """`(has_kernel, reason)`: whether the backend's fused op has a GPU kernel for the call.
+
+    `dense`: the call's length regime is one where a `(T, T)` array fits
+    (`DENSE_REGIMES`).
+    """
     if backend == "torch":
         return (
             True,
@@ -107,9 +114,14 @@ def kernel_rule(backend, mask, dtype):
             return False, "jax: cuDNN attention takes float16/bfloat16 only (float32 runs XLA)"
         if mask in ("none", "causal"):
             return True, "jax: cuDNN flash attention (float16/bfloat16, no mask or is_causal)"
+        if dense:
+            return True, (
+                "jax: cuDNN flash attention with the padding mask as a dense (T, T) bias, "
+                "which the fused path gives it whole"
+            )
         return False, (
-            "jax: Keras's op gives cuDNN no sequence lengths; a padding mask becomes a dense "
-            "bias or falls back to XLA"
+            "jax: Keras's op gives cuDNN no sequence lengths, and a padding mask as a dense "
+            "(T, T) bias grows with T squared"
         )
     if backend == "tensorflow":
         return False, "tensorflow: Keras's op is an einsum, no flash kernel"
@@ -118,8 +130,8 @@ def kernel_rule(backend, mask, dtype):
 
 def rule_paths(backend, length, mask, dtype):
     """`(paths, rule)`: the ranking the rule gives, fastest first, and why."""
-    has_kernel, reason = kernel_rule(backend, mask, dtype)
     dense = length in DENSE_REGIMES
+    has_kernel, reason = kernel_rule(backend, mask, dtype, dense)
     fallback = ["reference", "blocked"] if dense else ["blocked", "reference"]
     if has_kernel:
         return ["fused", *fallback], reason

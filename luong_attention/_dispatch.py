@@ -162,6 +162,12 @@ def kernel_options(backend):
       transposes back to the same memory; XLA and TensorFlow's graphs pay
       nothing per op, and keep the flattened layout their kernels were
       measured with.
+    - fused `full_mask`: on a GPU, JAX's cuDNN attention takes a mask only
+      as a dense `(batch, heads or 1, Tq, Tv)` bias; Keras's op logs the
+      refusal of a mask broadcast over the query rows and falls back to
+      XLA's dense attention, well behind cuDNN with the same mask given
+      whole (docs/gpu.md). XLA fuses the broadcast, so it costs nothing
+      where the fallback runs.
     - blocked `chain_slices`: TensorFlow copies each slice as soon as its
       input is ready, so the slices of every block would exist at once.
     - reference `join_masks`: a causal and a key mask become one select over
@@ -180,6 +186,7 @@ def kernel_options(backend):
         "fused_equal_depths": backend == "jax",
         "fused_float32_dtypes": float32_dtypes,
         "fused_transpose_heads": backend == "torch",
+        "fused_full_mask": backend == "jax" and device_kind() == "gpu",
         "blocked_chain_slices": backend == "tensorflow",
         "reference_join_masks": backend in ("tensorflow", "torch"),
     }

@@ -193,6 +193,7 @@ def luong_attention(
             causal_offset=prepared.causal_offset,
             equal_depths=quirks["fused_equal_depths"],
             transpose_heads=quirks["fused_transpose_heads"],
+            full_mask=quirks["fused_full_mask"],
         )
     else:
         output = blocked_attention(

@@ -5,7 +5,8 @@
 the rule of `benchmarks/gpu_rankings.py`, restated here by hand: "fused"
 wherever the backend's kernel takes the call's dtype and masks (PyTorch:
 every dtype and mask; JAX: float16/bfloat16 with no mask or a plain causal
-one; TensorFlow: never), else "reference" up to T=8192 and "blocked" above
+one, or up to T=8192 with a padding mask, which cuDNN takes as a dense
+bias; TensorFlow: never), else "reference" up to T=8192 and "blocked" above
 (on the H100 the reference path was faster than the blocked one at
 T=4096 and ran out of memory at T=16384). A row that a GPU benchmark
 measured (`"measured": true`) is checked against its own order here, and
@@ -19,6 +20,7 @@ import numpy as np
 import pytest
 
 from luong_attention import _dispatch, functional, luong_attention
+from luong_attention.kernels import fused as fused_kernel
 from tests.helpers import to_numpy
 from tests.reference import reference_attention
 
@@ -32,8 +34,10 @@ LENGTHS = (16, 1024, 2048, 4096, 8192, 8193, 16384)
 def on_gpu(monkeypatch):
     monkeypatch.setattr(_dispatch, "device_kind", lambda: "gpu")
     _dispatch._auto.cache_clear()
+    _dispatch.kernel_options.cache_clear()  # its options depend on the device too
     yield
     _dispatch._auto.cache_clear()
+    _dispatch.kernel_options.cache_clear()
 
 
 @pytest.fixture
@@ -59,11 +63,12 @@ def _call(length, mask, dtype, training, **options):
     )
 
 
-def _has_kernel(backend, mask, dtype):
+def _has_kernel(backend, length, mask, dtype):
     if backend == "torch":
         return True
     if backend == "jax":
-        return dtype in ("float16", "bfloat16") and mask in ("none", "causal")
+        # cuDNN takes a padding mask as a dense (T, T) bias: while that fits.
+        return dtype in ("float16", "bfloat16") and (mask in ("none", "causal") or length <= 8192)
     return False
 
 
@@ -84,7 +89,7 @@ def _expected(backend, length, mask, dtype, training=False, flash=None):
     row = _row(backend, length, mask, dtype, training)
     if row["measured"]:
         return next(p for p in row["paths"] if not (flash is False and p == "fused"))
-    if flash is not False and _has_kernel(backend, mask, dtype):
+    if flash is not False and _has_kernel(backend, length, mask, dtype):
         return "fused"
     return "reference" if length <= 8192 else "blocked"
 
@@ -120,7 +125,8 @@ def test_auto_on_gpu_falls_back_for_what_only_reference_supports(on_gpu, backend
 def test_auto_on_gpu_with_unknown_lengths_never_takes_blocked(on_gpu, backend):
     for mask, dtype in itertools.product(MASKS, DTYPES):
         call = _call(None, mask, dtype, training=True)
-        expected = "fused" if _has_kernel(backend, mask, dtype) else "reference"
+        # Unknown lengths take the regime of T = 256 (a dense one).
+        expected = "fused" if _has_kernel(backend, 256, mask, dtype) else "reference"
         assert _dispatch._auto(call, None, backend) == expected
 
 
@@ -215,3 +221,37 @@ def test_a_call_on_gpu_with_flash_disabled_never_runs_fused(on_gpu, flash_disabl
             causal="causal" in mask,
         )
     assert chosen_paths == ["reference"] * len(MASKS)
+
+
+@pytest.mark.parametrize("heads", [None, 2], ids=["rank3", "rank4"])
+def test_a_fused_call_on_gpu_gives_jax_a_mask_with_every_query_row(on_gpu, monkeypatch, heads):
+    """cuDNN takes a mask only as a dense bias; Keras falls back to XLA for a row-broadcast one.
+
+    On JAX the op gets the value mask as `(batch, 1, Tq, Tv)`, shared by
+    the heads; the other backends' kernels take it broadcast over the rows.
+    """
+    shapes = []
+    op = keras.ops.dot_product_attention
+
+    def spy(*args, mask=None, **kwargs):
+        shapes.append(tuple(mask.shape))
+        return op(*args, mask=mask, **kwargs)
+
+    monkeypatch.setattr(fused_kernel.ops, "dot_product_attention", spy)
+    query, value, value_mask = _inputs("bfloat16", length=8)
+    if heads:  # (batch, heads, T, dim); the (batch, T) mask covers every head
+        query, value = (np.stack([x] * heads, axis=1) for x in (query, value))
+    out = luong_attention(
+        keras.ops.cast(query, "bfloat16"),
+        keras.ops.cast(value, "bfloat16"),
+        value_mask=value_mask,
+        implementation="fused",
+    )
+    if keras.backend.backend() == "jax":
+        assert shapes == [(2, 1, 8, 8)]
+    else:
+        assert len(shapes) == 1 and shapes[0][-2] == 1
+    ref, _ = reference_attention(
+        query, value, value_mask=value_mask[:, None, :] if heads else value_mask
+    )
+    np.testing.assert_allclose(to_numpy(out).astype("float32"), ref, atol=5e-2, rtol=5e-2)

@@ -446,16 +446,18 @@ def test_nan_in_masked_keys_stays_out_of_output_and_gradients(implementation, tq
         assert np.all(np.isfinite(grad))
 
 
+@pytest.mark.parametrize("full_mask", [False, True], ids=["row_mask", "full_mask"])
 @pytest.mark.parametrize("transpose_heads", [False, True], ids=["flatten", "transpose"])
 @pytest.mark.parametrize("batch", [(B,), (B, 3), (B, 2, 3)], ids=["rank3", "rank4", "rank5"])
 @pytest.mark.parametrize(
     "causal", [None, "top_left", "bottom_right"], ids=["no_causal", "top_left", "bottom_right"]
 )
 @pytest.mark.parametrize("padded", [False, True], ids=["no_mask", "padding"])
-def test_fused_layouts_agree(transpose_heads, batch, causal, padded):
-    """Every layout the fused path hands its op gives the reference result.
+def test_fused_layouts_agree(full_mask, transpose_heads, batch, causal, padded):
+    """Every layout and mask form the fused path hands its op gives the reference result.
 
-    Each backend takes one layout for `(batch, heads, T, dim)` calls (see
+    Each backend takes one layout for `(batch, heads, T, dim)` calls, and
+    JAX on a GPU the mask with a row per query (see
     `_dispatch.kernel_options`); here each runs on every backend, with
     masks of their narrow shapes and rows that see no key (bottom-right,
     Tq > Tv).
@@ -472,6 +474,7 @@ def test_fused_layouts_agree(transpose_heads, batch, causal, padded):
         mask=mask,
         causal_offset=offset,
         transpose_heads=transpose_heads,
+        full_mask=full_mask,
         equal_depths=_dispatch.kernel_options(keras.backend.backend())["fused_equal_depths"],
     )
     expected = reference_attention(

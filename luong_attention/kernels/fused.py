@@ -22,6 +22,7 @@ def fused_attention(
     causal_offset=None,
     equal_depths=False,
     transpose_heads=False,
+    full_mask=False,
 ):
     """Attention of `query` (scale already folded in) over `key`/`value`.
 
@@ -38,6 +39,11 @@ def fused_attention(
             `(batch * heads, T, 1, dim)` (the same memory either way where
             the op transposes back; a reshape costs eager PyTorch several
             times a transpose in Python).
+        full_mask: hand the op a mask with a row per query, `(batch, heads
+            or 1, Tq, Tv)`, never one broadcast over the rows (cuDNN takes
+            a mask only as a dense bias of that shape). A `(batch, heads,
+            T, dim)` input then goes transposed, so that a mask shared by
+            the heads stays `(batch, 1, Tq, Tv)`.
 
     Returns:
         `(batch..., Tq, dim_v)` in the dtype of `value`; rows with no visible
@@ -50,11 +56,13 @@ def fused_attention(
     is_causal = causal_offset is not None and mask is None and _is_zero(causal_offset)
     if causal_offset is not None and not is_causal:
         mask = _masks.conjoin(mask, _masks.causal_mask(q_len, kv_len, causal_offset))
-    layout = _Layout(query, transpose_heads)
+    layout = _Layout(query, transpose_heads or (full_mask and mask is not None))
     row_valid = None
     if mask is not None:
         row_valid = ops.any(mask, axis=-1, keepdims=True)
         mask = layout.mask(mask)
+        if full_mask:
+            mask = ops.broadcast_to(mask, (*ops.shape(mask)[:2], q_len, kv_len))
     if equal_depths:
         query, key, value = _pad_depths(query, key, value)
     output = ops.dot_product_attention(
