@@ -33,7 +33,7 @@ Five parts, each backend in its own subprocess (its own Python: `--python`):
   to last `E2E_SAMPLE_MS`, and each variant gets rounds until its samples
   add up to `E2E_MIN_MS` (at most `MAX_ROUNDS`).
 - overhead (PyTorch only): at T = 16, B = 32, D = 128, padding mask, eager,
-  the kernel alone (the reference math written with keras.ops) against the
+  the kernel alone (`keras_math`: keras.layers.Attention's ops) against the
   public function `luong_attention(...)` and the layer call; the difference
   is what validation, preparation and dispatch (and Keras's `Layer.__call__`)
   cost per call. `kernel_same_ops` writes out the tensor ops the reference
@@ -458,6 +458,27 @@ def worker_e2e(spec, base):
             )
 
 
+def keras_math(q, k, v, value_mask, scale=1.0):
+    """keras.layers.Attention's ops for a value mask (use_scale=True), written out."""
+    from keras import ops
+
+    scores = ops.matmul(q, ops.swapaxes(k, -1, -2)) * scale
+    hidden = ops.cast(ops.logical_not(value_mask[:, None, :]), scores.dtype)
+    scores = scores - 1e9 * hidden
+    return ops.matmul(ops.softmax(scores, axis=-1), v)
+
+
+def measure_modes(variants, inputs, rounds, min_sample_s, min_total_s=0.0):
+    """{mode: `measure`'s timings} of `variants` (name -> function of
+    `inputs`), compiled as the grid's cells are, in each of `MODES`."""
+    timings = {}
+    for mode in MODES:
+        runners = {name: compiled(fn, grad=mode == "fwd+bwd") for name, fn in variants.items()}
+        warm_up(runners, inputs)
+        timings[mode] = measure(runners, inputs, rounds, min_sample_s, min_total_s)
+    return timings
+
+
 def worker_overhead(spec, base):
     """Eager PyTorch, T=16: kernel alone vs the public function vs the layer."""
     import keras
@@ -470,9 +491,7 @@ def worker_overhead(spec, base):
     scale = ops.convert_to_tensor(1.0)
 
     def kernel(q, k, v, value_mask):
-        scores = ops.matmul(q, ops.swapaxes(k, -1, -2)) * scale
-        scores = ops.where(value_mask[:, None, :], scores, ops.convert_to_tensor(-1e9))
-        return ops.matmul(ops.softmax(scores, axis=-1), v)
+        return keras_math(q, k, v, value_mask, scale)
 
     def function(implementation):
         return lambda q, k, v, m: luong_attention(
@@ -503,10 +522,8 @@ def worker_overhead(spec, base):
         "layer_auto": layer_call(LuongAttention(use_scale=True)),
         "keras_attention": layer_call(keras.layers.Attention(use_scale=True)),
     }
-    for mode in MODES:
-        runners = {name: compiled(fn, grad=mode == "fwd+bwd") for name, fn in variants.items()}
-        warm_up(runners, (q, k, v, value_mask))
-        timings = measure(runners, (q, k, v, value_mask), max(5, spec["rounds"]), 0.05)
+    rounds = max(5, spec["rounds"])
+    for mode, timings in measure_modes(variants, (q, k, v, value_mask), rounds, 0.05).items():
         ms = {name: 1000 * t[0] for name, t in timings.items()}
         fraction = {
             name: (ms[name] - ms["kernel"]) / ms[name] for name in ("function_auto", "layer_auto")
@@ -521,7 +538,7 @@ def worker_overhead(spec, base):
             D=dim,
             mask="padding",
             mode=mode,
-            rounds=max(5, spec["rounds"]),
+            rounds=rounds,
             median_ms=ms,
             overhead_fraction=fraction,
         )
@@ -530,13 +547,6 @@ def worker_overhead(spec, base):
 def worker_guard(spec, base):
     """Keras's attention math with and without padded keys and values zeroed."""
     from keras import ops
-
-    def keras_math(q, k, v, value_mask):
-        # keras.layers.Attention's ops (use_scale=True, scale 1, value mask).
-        scores = ops.matmul(q, ops.swapaxes(k, -1, -2)) * 1.0
-        hidden = ops.cast(ops.logical_not(value_mask[:, None, :]), scores.dtype)
-        scores = scores - 1e9 * hidden
-        return ops.matmul(ops.softmax(scores, axis=-1), v)
 
     def zeroed(q, k, v, value_mask):
         keep = value_mask[:, :, None]
@@ -548,18 +558,14 @@ def worker_guard(spec, base):
         for dim in spec["dims"]:
             batch = batch_for(length)
             q, k, v, value_mask, _ = make_inputs(batch, length, dim, "float32")
-            for mode in MODES:
-                runners = {
-                    name: compiled(fn, grad=mode == "fwd+bwd") for name, fn in variants.items()
-                }
-                warm_up(runners, (q, k, v, value_mask))
-                timings = measure(
-                    runners,
-                    (q, k, v, value_mask),
-                    rounds,
-                    spec["min_sample_ms"] / 1000,
-                    spec["min_cell_ms"] / 1000,
-                )
+            by_mode = measure_modes(
+                variants,
+                (q, k, v, value_mask),
+                rounds,
+                spec["min_sample_ms"] / 1000,
+                spec["min_cell_ms"] / 1000,
+            )
+            for mode, timings in by_mode.items():
                 _emit(
                     "guard",
                     **base,
@@ -842,11 +848,11 @@ def _min_cell_ms(args, *, quick):
 
 def _extra_seconds(results, full_rounds):
     """What a full run spends outside the grid cells, from this run's parts:
-    matmul, overhead and guard as measured, end to end with a full run's
-    samples."""
+    end to end with a full run's samples, every other part as measured."""
+    as_measured = [part for part in PARTS if part not in ("grid", "e2e")]
     seconds = {}
     for backend, parts in results["part_seconds"].items():
-        seconds[backend] = sum(parts.get(part, 0.0) for part in ("matmul", "overhead", "guard"))
+        seconds[backend] = sum(parts.get(part, 0.0) for part in as_measured)
         for r in results["e2e"]:
             if r["backend"] != backend:
                 continue
