@@ -4,12 +4,13 @@
 
 Runs on CPU with virtual devices (XLA_FLAGS=--xla_force_host_platform_device_count,
 set below before JAX starts), also on a machine with a GPU (JAX_PLATFORMS=cpu,
-unless set: a GPU cannot join the virtual devices in one mesh). A `keras.distribution.LayoutMap` lays the
-outputs of the layers that produce query, key and value, and of the
-attention itself, out as `(None, "seq", None)`: batch whole, time split over
-the mesh's "seq" axis. The script compares the outputs with a run on one
-device and reports each device's peak memory from XLA's compiled memory
-analysis (`jax.jit(...).lower(...).compile().memory_analysis()`; on CPU
+unless set: a GPU cannot join the virtual devices in one mesh). A
+`keras.distribution.LayoutMap` lays the outputs of the layers that produce
+query, key and value, and of the attention itself, out as
+`(None, "seq", None)`: batch whole, time split over the mesh's "seq" axis.
+The script compares the outputs with a run on one device and reports each
+device's peak memory from XLA's compiled memory analysis
+(`jax.jit(...).lower(...).compile().memory_analysis()`; on CPU
 `device.memory_stats()` is None), for the sharded program and for the same
 program on one device.
 """
