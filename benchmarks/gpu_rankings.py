@@ -65,6 +65,8 @@ import math
 import os
 import statistics
 
+from report import regime_of
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 TABLE = os.path.join(ROOT, "luong_attention", "auto_table.json")
@@ -91,14 +93,7 @@ GPU_LENGTH_REGIMES = [
 DENSE_REGIMES = ("16", "64", "256", "1024", "4096")
 
 
-def regime_of(length):
-    for bound, name in GPU_LENGTH_REGIMES:
-        if bound is None or length <= bound:
-            return name
-    raise ValueError(f"Invalid value for argument length. Expected an int. Received: {length!r}")
-
-
-def kernel_rule(backend, mask, dtype, dense=True):
+def kernel_rule(backend, mask, dtype, *, dense):
     """`(has_kernel, reason)`: whether the backend's fused op has a GPU kernel for the call.
 
     `dense`: the call's length regime is one where a `(T, T)` array fits
@@ -131,7 +126,7 @@ def kernel_rule(backend, mask, dtype, dense=True):
 def rule_paths(backend, length, mask, dtype):
     """`(paths, rule)`: the ranking the rule gives, fastest first, and why."""
     dense = length in DENSE_REGIMES
-    has_kernel, reason = kernel_rule(backend, mask, dtype, dense)
+    has_kernel, reason = kernel_rule(backend, mask, dtype, dense=dense)
     fallback = ["reference", "blocked"] if dense else ["blocked", "reference"]
     if has_kernel:
         return ["fused", *fallback], reason
@@ -152,7 +147,13 @@ def measured_cases(rows):
         if r["status"] == "budget":
             continue
         dtype = "low" if r["dtype"] in LOW_PRECISION else "float32"
-        key = (r["backend"], regime_of(r["T"]), r["mask"], dtype, BENCH_MODES[r["mode"]])
+        key = (
+            r["backend"],
+            regime_of(r["T"], GPU_LENGTH_REGIMES),
+            r["mask"],
+            dtype,
+            BENCH_MODES[r["mode"]],
+        )
         case = (r["T"], r["D"], r["dtype"], r.get("run", ""))
         ms = r["median_ms"] if r["status"] == "ok" else math.inf
         measured.setdefault(key, {}).setdefault(case, {})[r["impl"]] = ms

@@ -28,7 +28,7 @@ import os
 from gpu import DIMS, DTYPES, IMPLS, MASKS, OURS
 from gpu import LENGTHS as GPU_LENGTHS
 from gpu_rankings import BENCH_MODES
-from report import fmt_number
+from report import fmt_number, regime_of
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -69,14 +69,10 @@ def _cell(row):
 
 def auto_pick(table, backend, length, mask, dtype, mode="fwd+bwd"):
     """The path "auto" now takes for a case of the benchmark on a GPU."""
-    for bound, name in table["gpu_length_regimes"]:
-        if bound is None or length <= bound:
-            regime = name
-            break
     key = dict(
         backend=backend,
         device="gpu",
-        length=regime,
+        length=regime_of(length, table["gpu_length_regimes"]),
         mask=mask,
         dtype="float32" if dtype == "float32" else "low",
         mode=BENCH_MODES[mode],
@@ -109,8 +105,8 @@ def _yes_no(ok):
     return "—" if ok is None else "yes" if ok else "NO"
 
 
-def backend_table(backend, results, table, mode="fwd+bwd"):
-    index = cases(results, mode)
+def backend_table(backend, index, table, mode="fwd+bwd"):
+    """The table of one backend's cases of `mode`; `index` is `cases(results, mode)`."""
     measured = {k: v for k, v in index.items() if any(r["status"] != "budget" for r in v.values())}
     lines = [
         "| dtype | D | T | mask | auto | reference | fused | blocked | dpa | dpa flash "
@@ -303,8 +299,9 @@ def markdown(folder, table):
         "fastest kernel.",
     ]
     for backend, r in results.items():
-        lines += ["", f"#### {BACKENDS[backend]}", "", *backend_table(backend, r, table)]
-        if cases(r, "fwd"):
+        lines += ["", f"#### {BACKENDS[backend]}", "", *backend_table(backend, cases(r), table)]
+        forward = cases(r, "fwd")
+        if forward:
             lines += [
                 "",
                 f"#### {BACKENDS[backend]}, forward pass alone",
@@ -312,7 +309,7 @@ def markdown(folder, table):
                 "Inference: `training=False`, no gradient. The issue's targets are set for "
                 "the forward and backward pass; the same ratios are shown here for comparison.",
                 "",
-                *backend_table(backend, r, table, "fwd"),
+                *backend_table(backend, forward, table, "fwd"),
             ]
     lines += ["", "#### Measured rows of the auto table", "", *measured_rows(table)]
     missing = [BACKENDS[b] for b in BACKENDS if b not in results]

@@ -41,8 +41,9 @@ TARGET_FLOP_RATE = 0.5  # of the backend's own float32 matmul rate
 TARGET_OVERHEAD = 0.10  # validation and dispatch, fraction of the call
 
 
-def regime_of(length):
-    for bound, name in LENGTH_REGIMES:
+def regime_of(length, regimes=LENGTH_REGIMES):
+    """The name of the first `[bound, name]` of `regimes` with `length <= bound` (None: any)."""
+    for bound, name in regimes:
         if bound is None or length <= bound:
             return name
     raise ValueError(f"Invalid value for argument length. Expected an int. Received: {length!r}")

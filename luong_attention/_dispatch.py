@@ -166,8 +166,8 @@ def kernel_options(backend):
       as a dense `(batch, heads or 1, Tq, Tv)` bias; Keras's op logs the
       refusal of a mask broadcast over the query rows and falls back to
       XLA's dense attention, well behind cuDNN with the same mask given
-      whole (docs/gpu.md). XLA fuses the broadcast, so it costs nothing
-      where the fallback runs.
+      whole (docs/gpu.md). Where Keras's op still falls back to XLA, the
+      mask is the same values broadcast earlier (not timed on a GPU).
     - blocked `chain_slices`: TensorFlow copies each slice as soon as its
       input is ready, so the slices of every block would exist at once.
     - reference `join_masks`: a causal and a key mask become one select over

@@ -90,7 +90,9 @@ def test_ranked_paths_are_accepted_by_the_layer(path):
     assert LuongAttention(implementation=path).implementation == path
 
 
-def _gpu_rankings():
+def _gpu_rankings(monkeypatch):
+    # It imports its sibling scripts, as when run from benchmarks/.
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     spec = importlib.util.spec_from_file_location(
         "gpu_rankings", ROOT / "benchmarks" / "gpu_rankings.py"
     )
@@ -99,8 +101,8 @@ def _gpu_rankings():
     return module
 
 
-def test_the_gpu_rows_are_what_the_gpu_results_give(table):
-    gpu_rankings = _gpu_rankings()
+def test_the_gpu_rows_are_what_the_gpu_results_give(table, monkeypatch):
+    gpu_rankings = _gpu_rankings(monkeypatch)
     assert table["gpu_length_regimes"] == gpu_rankings.GPU_LENGTH_REGIMES
     sources = table["gpu_source"]
     assert isinstance(sources, list) and sources, "the GPU rows name no GPU results"
