@@ -65,20 +65,16 @@ import math
 import os
 import statistics
 
-from report import regime_of
+from report import BACKENDS, MASKS, PATHS, regime_of
+from report import MODES as BENCH_MODES  # the benchmark's mode names -> the table's
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 TABLE = os.path.join(ROOT, "luong_attention", "auto_table.json")
 
-BACKENDS = ("jax", "torch", "tensorflow")
-PATHS = ("reference", "fused", "blocked")
-MASKS = ("none", "padding", "causal", "causal+padding")
 DTYPES = ("float32", "low")
 MODES = ("train", "infer")
 LOW_PRECISION = ("float16", "bfloat16")
-# The benchmark's mode names -> the table's.
-BENCH_MODES = {"fwd+bwd": "train", "fwd": "infer"}
 # max(Tq, Tv) <= bound -> regime: the CPU's regimes up to 2048, then the
 # GPU benchmark's two long lengths, each holding lengths up to twice its name.
 GPU_LENGTH_REGIMES = [
