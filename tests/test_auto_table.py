@@ -10,6 +10,7 @@ backend under test; it runs on each anyway.
 import importlib.util
 import itertools
 import json
+import sys
 from importlib import resources
 from pathlib import Path
 
@@ -90,15 +91,19 @@ def test_ranked_paths_are_accepted_by_the_layer(path):
     assert LuongAttention(implementation=path).implementation == path
 
 
-def _gpu_rankings(monkeypatch):
-    # It imports its sibling scripts, as when run from benchmarks/.
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location(
-        "gpu_rankings", ROOT / "benchmarks" / "gpu_rankings.py"
-    )
+def _benchmark_module(name, monkeypatch):
+    """`benchmarks/<name>.py` as module `name`, in `sys.modules` for this test only."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, name, module)
     spec.loader.exec_module(module)
     return module
+
+
+def _gpu_rankings(monkeypatch):
+    # It imports its sibling report.py, as when run from benchmarks/.
+    _benchmark_module("report", monkeypatch)
+    return _benchmark_module("gpu_rankings", monkeypatch)
 
 
 def test_the_gpu_rows_are_what_the_gpu_results_give(table, monkeypatch):
