@@ -62,6 +62,31 @@ def causal_mask(q_len, kv_len, offset, rows=None, cols=None):
     return ops.less_equal(col_index, row_index)
 
 
+def causal_fill(q_len, kv_len, offset, *, seen, hidden):
+    """`(Tq, Tv)` scores: `seen` where `causal_mask` is True, else `hidden`."""
+    bounds = (0, q_len, 0, kv_len, offset)
+    if all(type(n) is int for n in bounds) and q_len * kv_len <= _CONSTANT_CAUSAL_ENTRIES:
+        return ops.convert_to_tensor(_causal_fill_array(*bounds, seen, hidden))
+    return ops.where(causal_mask(q_len, kv_len, offset), seen, hidden)
+
+
+def sees_first_key(offset):
+    """Whether every query row sees key 0 under a causal mask with this offset.
+
+    True for a static `offset >= 0` (top-left alignment, or bottom-right
+    with `Tv >= Tq`); False when it may be negative or is only known at run
+    time.
+    """
+    return isinstance(offset, int) and offset >= 0
+
+
+@functools.lru_cache(maxsize=64)
+def _causal_fill_array(r0, r1, k0, k1, offset, seen, hidden):
+    array = np.where(_causal_array(r0, r1, k0, k1, offset), seen, hidden).astype("float32")
+    array.flags.writeable = False  # shared by every call with these bounds
+    return array
+
+
 @functools.lru_cache(maxsize=64)
 def _causal_array(r0, r1, k0, k1, offset):
     array = np.arange(k0, k1)[None, :] <= np.arange(r0, r1)[:, None] + offset
@@ -101,7 +126,7 @@ def rows_with_a_key(mask, causal=None, causal_offset=None):
     if causal is None:
         return None if mask is None else ops.any(mask, axis=-1, keepdims=True)
     if mask is None:
-        if isinstance(causal_offset, int) and causal_offset >= 0:
+        if sees_first_key(causal_offset):
             return None
         return ops.any(causal, axis=-1, keepdims=True)
     return ops.any(ops.logical_and(mask, causal), axis=-1, keepdims=True)

@@ -11,7 +11,7 @@ from typing import NamedTuple
 import keras
 from keras import ops
 
-from luong_attention import _dispatch, _prepare, _validation
+from luong_attention import _dispatch, _masks, _prepare, _validation
 from luong_attention._validation import CAUSAL_ALIGNMENTS, IMPLEMENTATIONS, SCORE_MODES
 from luong_attention.kernels import (
     BlockedOptions,
@@ -161,12 +161,17 @@ def luong_attention(
     weights = None
     if path == "reference":
         # Value and key masks zero the values they hide, so a row they leave
-        # without a key averages zeros; causal and attention masks hide
-        # unzeroed values.
+        # without a key averages zeros. The causal mask scores the keys it
+        # hides lower still, so a row left only padded keys by it and a key
+        # mask averages zeros too, if every row sees key 0 (no row is left
+        # only the unzeroed keys it hides). An attention mask hides unzeroed
+        # values.
         empty_rows = None
         if options.return_attention_scores:
             empty_rows = "weights"
-        elif options.causal or masks.attention is not None:
+        elif masks.attention is not None or (
+            options.causal and not _masks.sees_first_key(prepared.causal_offset)
+        ):
             empty_rows = "output"
         output, weights = reference_attention(
             query=query,

@@ -134,8 +134,10 @@ def test_causal_with_leading_padding_rows_without_keys_are_zero(
     """Rows whose visible keys are all padding give zeros, NaN in padding or not.
 
     With only value masks and the causal mask (no attention mask) the
-    reference path masks by adding biases and finds the rows without keys
-    from the narrow masks, not from the full `(Tq, Tv)` one.
+    reference path zeroes no row where every row sees key 0: the keys the
+    causal mask hides score below the padded ones, so such a row weighs only
+    padded keys, whose values are zeros. The other paths, checked against
+    it, mask each their own way.
     """
     rng = _rng(7)
     q, k, v = _qkv(rng, tq=lengths[0], tv=lengths[1])
@@ -161,6 +163,11 @@ def test_causal_with_leading_padding_rows_without_keys_are_zero(
     if implementation == "reference":
         _, grads = _loss_and_grads(implementation, q, k, v, value_mask=value_mask, **causal)
         assert all(np.all(np.isfinite(g)) for g in grads)
+        # A zero output row is a constant: no gradient reaches its query.
+        np.testing.assert_array_equal(grads[0][empty], 0.0)
+        # Nor any padded key or value.
+        np.testing.assert_array_equal(grads[1][~value_mask], 0.0)
+        np.testing.assert_array_equal(grads[2][~value_mask], 0.0)
         out, weights = luong_attention(
             q, v, k, value_mask=value_mask, return_attention_scores=True, **causal
         )

@@ -13,6 +13,10 @@ from luong_attention._validation import dtype_name
 # Finite stand-in for -inf on masked scores (kept in float32). A finite value
 # keeps `exp` and its gradient free of inf - inf = NaN.
 MASKED_SCORE = -1e30
+# The score of a key the causal mask hides: below MASKED_SCORE, so that a row
+# whose causally visible keys are all masked (zeroed) keys weighs those alone
+# and averages zeros, never the unzeroed keys after it.
+CAUSAL_SCORE = 2 * MASKED_SCORE
 
 
 def attention_scores(query, key, *, score_mode="dot", scale=None, concat_score_weight=None):
@@ -36,13 +40,15 @@ def attention_scores(query, key, *, score_mode="dot", scale=None, concat_score_w
     return scores if scale is None else scores * scale
 
 
-def masked_softmax(scores, mask=None, causal=None, *, mask_as_bias=False):
+def masked_softmax(scores, mask=None, causal=None, *, mask_as_bias=False, mask_fill=MASKED_SCORE):
     """Softmax over the last axis in float32, masked positions exactly zero.
 
     No large-negative bias in the input dtype (which overflows in float16):
-    masked scores become `MASKED_SCORE` in float32. A row where every key is
-    masked comes out an average over masked scores; the caller zeroes it
-    (`_masks.rows_with_a_key`). Gradients stay finite.
+    masked scores become `MASKED_SCORE` in float32, and those the causal mask
+    hides `CAUSAL_SCORE`. A row where every key is masked comes out an
+    average over its lowest-scored keys (those the causal mask leaves, if
+    any); the caller zeroes it (`_masks.rows_with_a_key`) unless those keys'
+    values are zeros. Gradients stay finite.
 
     `mask` (a key or attention mask) and `causal` (the `(Tq, Tv)` causal
     mask) are boolean, broadcastable to the scores, or None. The causal mask,
@@ -51,7 +57,9 @@ def masked_softmax(scores, mask=None, causal=None, *, mask_as_bias=False):
     the scores on PyTorch's CPU kernels, with the identity as gradient. A
     bias hides only finite scores below 1e29 in magnitude, so `mask_as_bias`
     says the caller zeroed the keys `mask` hides; any other mask replaces the
-    scores it hides (a NaN there stays out).
+    scores it hides (a NaN there stays out) with `mask_fill`, a number or a
+    float32 tensor broadcastable to the scores (`_masks.causal_fill` for a
+    mask joined with the causal one).
     """
     dtype = dtype_name(scores.dtype)
     if dtype not in ("float32", "float64"):
@@ -61,20 +69,19 @@ def masked_softmax(scores, mask=None, causal=None, *, mask_as_bias=False):
         # An empty batch, Tq = 0 or Tv = 0: nothing to normalise (and max
         # has no identity).
         return ops.zeros_like(scores)
-    for part, as_bias in ((mask, mask_as_bias), (causal, True)):
+    for part, as_bias, fill in ((mask, mask_as_bias, mask_fill), (causal, True, CAUSAL_SCORE)):
         if part is None:
             continue
         if as_bias and _narrower_than(part, scores):
             # Each bias is added on its own: a sum of two narrow biases would
             # broadcast both ways, a slow case for TensorFlow's kernels.
-            # 0 where seen, MASKED_SCORE where hidden: a cast and two
-            # operators on the narrow mask, cheaper than a select in eager
-            # PyTorch.
-            scores = scores + (ops.cast(part, dtype) - 1.0) * -MASKED_SCORE
+            # 0 where seen, the fill where hidden: a cast and two operators
+            # on the narrow mask, cheaper than a select in eager PyTorch.
+            scores = scores + (ops.cast(part, dtype) - 1.0) * -fill
         else:
-            # Masked scores become MASKED_SCORE, whose exp underflows to
-            # exactly 0 after softmax subtracts the row max.
-            scores = ops.where(part, scores, MASKED_SCORE)
+            # Masked scores become the fill, whose exp underflows to exactly
+            # 0 after softmax subtracts the row max.
+            scores = ops.where(part, scores, fill)
     return ops.softmax(scores, axis=-1)
 
 
@@ -113,7 +120,9 @@ def reference_attention(
         empty_rows: where a row with no visible key is zeroed: `"weights"`
             (and so the output), `"output"` (for callers that do not return
             the weights: the output or the weights, whichever is smaller), or
-            None when the caller knows such a row averages zeroed values.
+            None when the caller knows such a row averages zeroed values
+            (every key `mask` hides is zeroed, and every row sees key 0
+            under the causal mask: see `CAUSAL_SCORE`).
         mask_as_bias: the keys `mask` hides were zeroed (see `masked_softmax`).
         join_masks: AND a causal and a key mask into one select over the
             scores instead of adding two biases (fewer, larger ops).
@@ -121,13 +130,17 @@ def reference_attention(
     scores = attention_scores(
         query, key, score_mode=score_mode, scale=scale, concat_score_weight=concat_score_weight
     )
-    causal = None
+    causal, mask_fill = None, MASKED_SCORE
     if causal_offset is not None:
         q_len, kv_len = ops.shape(scores)[-2], ops.shape(scores)[-1]
         causal = _masks.causal_mask(q_len, kv_len, causal_offset)
         if join_masks and mask is not None:
+            # One select; the fill keeps the causal mask's keys below the others.
+            mask_fill = _masks.causal_fill(
+                q_len, kv_len, causal_offset, seen=MASKED_SCORE, hidden=CAUSAL_SCORE
+            )
             mask, causal, mask_as_bias = _masks.conjoin(mask, causal), None, False
-    weights = masked_softmax(scores, mask, causal, mask_as_bias=mask_as_bias)
+    weights = masked_softmax(scores, mask, causal, mask_as_bias=mask_as_bias, mask_fill=mask_fill)
     keep = None
     if empty_rows is not None and 0 not in scores.shape:
         keep = _masks.rows_with_a_key(mask, causal, causal_offset)
