@@ -46,9 +46,9 @@ def masked_softmax(scores, mask=None, causal=None, *, mask_as_bias=False, mask_f
     No large-negative bias in the input dtype (which overflows in float16):
     masked scores become `MASKED_SCORE` in float32, and those the causal mask
     hides `CAUSAL_SCORE`. A row where every key is masked comes out an
-    average over its lowest-scored keys (those the causal mask leaves, if
-    any); the caller zeroes it (`_masks.rows_with_a_key`) unless those keys'
-    values are zeros. Gradients stay finite.
+    average over the masked keys with the higher fill (those the causal
+    mask leaves, if any); the caller zeroes it (`_masks.rows_with_a_key`)
+    unless those keys' values are zeros. Gradients stay finite.
 
     `mask` (a key or attention mask) and `causal` (the `(Tq, Tv)` causal
     mask) are boolean, broadcastable to the scores, or None. The causal mask,
