@@ -55,7 +55,7 @@ def causal_mask(q_len, kv_len, offset, rows=None, cols=None):
     r0, r1 = rows if rows is not None else (0, q_len)
     k0, k1 = cols if cols is not None else (0, kv_len)
     bounds = (r0, r1, k0, k1, offset)
-    if all(type(n) is int for n in bounds) and (r1 - r0) * (k1 - k0) <= _CONSTANT_CAUSAL_ENTRIES:
+    if _is_constant(*bounds):
         return ops.convert_to_tensor(_causal_array(*bounds))
     row_index = ops.arange(r0, r1, dtype="int32")[:, None] + offset
     col_index = ops.arange(k0, k1, dtype="int32")[None, :]
@@ -65,7 +65,7 @@ def causal_mask(q_len, kv_len, offset, rows=None, cols=None):
 def causal_fill(q_len, kv_len, offset, *, seen, hidden):
     """`(Tq, Tv)` scores: `seen` where `causal_mask` is True, else `hidden`."""
     bounds = (0, q_len, 0, kv_len, offset)
-    if all(type(n) is int for n in bounds) and q_len * kv_len <= _CONSTANT_CAUSAL_ENTRIES:
+    if _is_constant(*bounds):
         return ops.convert_to_tensor(_causal_fill_array(*bounds, seen, hidden))
     return ops.where(causal_mask(q_len, kv_len, offset), seen, hidden)
 
@@ -78,6 +78,12 @@ def sees_first_key(offset):
     time.
     """
     return isinstance(offset, int) and offset >= 0
+
+
+def _is_constant(r0, r1, k0, k1, offset):
+    """Whether the causal tile with these bounds is a NumPy constant (`_CONSTANT_CAUSAL_ENTRIES`)."""
+    bounds = (r0, r1, k0, k1, offset)
+    return all(type(n) is int for n in bounds) and (r1 - r0) * (k1 - k0) <= _CONSTANT_CAUSAL_ENTRIES
 
 
 @functools.lru_cache(maxsize=64)
