@@ -116,3 +116,29 @@ def test_the_gpu_rows_are_what_the_gpu_results_give(table, monkeypatch):
     assert [r for r in table["rankings"] if r["device"] == "gpu"] == expected
     measured = [r for r in expected if r["measured"]]
     assert measured and all(r["cases"] for r in measured)
+
+
+@pytest.mark.parametrize(
+    ("key", "device"), [("length_regimes", "cpu"), ("gpu_length_regimes", "gpu")]
+)
+def test_auto_reads_the_regime_the_benchmark_filed_each_length_under(
+    table, key, device, monkeypatch
+):
+    # report.py (stdlib only, so it runs without a backend) files a measured
+    # length under a regime; "auto" looks the call's max(Tq, Tv) up in the
+    # same table with its own lookup. The two must agree at every length,
+    # the bounds and either side of them above all.
+    from luong_attention import _dispatch
+
+    report = _benchmark_module("report", monkeypatch)
+    regimes = table[key]
+    lengths = set(range(1, 80))
+    for bound, _ in regimes[:-1]:
+        lengths |= {bound - 1, bound, bound + 1}
+    lengths |= {2 * regimes[-2][0], 10**6}
+    for length in sorted(lengths):
+        filed = report.regime_of(length, regimes)
+        assert _dispatch.length_regime(length, length, device=device) == filed, length
+        # A call's regime is that of its longer side.
+        assert _dispatch.length_regime(1, length, device=device) == filed, length
+        assert _dispatch.length_regime(length, 1, device=device) == filed, length
