@@ -8,9 +8,10 @@ implementation path.
 
 import functools
 
-import keras
 import numpy as np
 from keras import ops
+
+from luong_attention._validation import dtype_name
 
 # Largest causal mask (in entries) built in NumPy and handed over as a
 # constant: one conversion instead of the four ops that build it, which
@@ -23,7 +24,7 @@ def as_bool(mask):
     """`mask` as a boolean tensor; ints and floats count nonzero as True."""
     if not ops.is_tensor(mask):
         mask = ops.convert_to_tensor(mask)
-    if keras.backend.standardize_dtype(mask.dtype) != "bool":
+    if dtype_name(mask.dtype) != "bool":
         mask = ops.not_equal(mask, 0)
     return mask
 
@@ -109,16 +110,17 @@ def conjoin(*masks):
     return result
 
 
-def key_side_mask(key_masks, attention_mask):
+def key_side_mask(key_mask, attention_mask):
     """One boolean `(batch..., Tq or 1, Tv)` mask of the keys each query may see.
 
-    `key_masks` are expanded sequence masks (see `sequence_mask`) of the
-    keys; the causal part is left to each path (see `causal_mask`).
+    `key_mask` is the keys' `(batch..., Tv)` sequence mask (see
+    `sequence_mask`; the value and key masks ANDed) or None; the causal
+    part is left to each path (see `causal_mask`).
     """
-    masks = [m[..., None, :] for m in key_masks if m is not None]
-    if attention_mask is not None:
-        masks.append(as_bool(attention_mask))
-    return conjoin(*masks)
+    mask = None if key_mask is None else key_mask[..., None, :]
+    if attention_mask is None:
+        return mask
+    return conjoin(mask, as_bool(attention_mask))
 
 
 def rows_with_a_key(mask, causal=None, causal_offset=None):

@@ -64,17 +64,17 @@ def prepare(query, value, key, masks, *, batch_shape, causal_offset, flat_batch)
     shape (it flattens the batch dims).
     """
     batch_rank = len(batch_shape)
-    ranks = [len(t.shape) for t in (query, value, key)]
-    query, value, key = (with_batch_rank(t, batch_rank) for t in (query, value, key))
+    ranks = (len(query.shape), len(value.shape), len(key.shape))
+    if ranks != (batch_rank + 2,) * 3:
+        query, value, key = (with_batch_rank(t, batch_rank) for t in (query, value, key))
     if flat_batch:
         query, value, key = _broadcast_batch(query, value, key, batch_shape)
-    key_masks = [
-        _masks.sequence_mask(m, rank, batch_rank)
-        for m, rank in ((masks.value, ranks[1]), (masks.key, ranks[2]))
-        if m is not None
-    ]
-    if key_masks:
-        keep = _masks.conjoin(*key_masks)[..., None]
+    key_mask = None  # the value and key masks ANDed, (batch..., Tv)
+    for mask, rank in ((masks.value, ranks[1]), (masks.key, ranks[2])):
+        if mask is not None:
+            key_mask = _masks.conjoin(key_mask, _masks.sequence_mask(mask, rank, batch_rank))
+    if key_mask is not None:
+        keep = key_mask[..., None]
         key_is_value = key is value
         value = ops.where(keep, value, 0.0)
         # Keys too: a select over the scores alone would keep a NaN key out
@@ -87,7 +87,7 @@ def prepare(query, value, key, masks, *, batch_shape, causal_offset, flat_batch)
         query=query,
         key=key,
         value=value,
-        mask=_masks.key_side_mask(key_masks, masks.attention),
+        mask=_masks.key_side_mask(key_mask, masks.attention),
         causal_offset=causal_offset,
         query_keep=query_keep,
     )

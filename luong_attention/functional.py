@@ -124,14 +124,17 @@ def luong_attention(
         checked = _check_call((query, value, key), masks, score_weights, options)
         if signature is not None:
             _remember(signature, checked)
-    options, batch_shape, call, path = checked
+    options, batch_shape, call, path, tensors, score_dtype, value_dtype, scale_scores, quirks = (
+        checked
+    )
     if signature is None:
         # Python lists among the masks become arrays; a call with a
         # signature has only masks with a checked dtype and shape.
         masks = _typed_masks(masks)
-
-    query, value = _as_tensor(query), _as_tensor(value)
-    key = value if key is None else _as_tensor(key)
+    if not tensors:
+        query, value = ops.convert_to_tensor(query), ops.convert_to_tensor(value)
+        key = key if key is None else ops.convert_to_tensor(key)
+    key = value if key is None else key
     prepared = _prepare.prepare(
         query,
         value,
@@ -141,18 +144,8 @@ def luong_attention(
         causal_offset=_causal_offset(options.causal, options.causal_alignment, query, key),
         flat_batch=path != "reference",
     )
-    quirks = _dispatch.kernel_options(keras.backend.backend())
-    prepared = _prepare.cast_for_path(
-        prepared,
-        *_prepare.working_dtypes(
-            path, call.dtype, fused_float32=call.dtype in quirks["fused_float32_dtypes"]
-        ),
-    )
-    # The scale goes on the query, or on the scores where they are the
-    # smaller tensor (and in the concat score, where it acts inside tanh).
-    scale_scores = path == "reference" and (
-        options.score_mode == "concat" or not _query_is_smaller(call, prepared.key.shape[-1])
-    )
+    if score_dtype != call.dtype or value_dtype != call.dtype:
+        prepared = _prepare.cast_for_path(prepared, score_dtype, value_dtype)
     query = _prepare.fold_query(
         prepared.query,
         general_score_weight=general_score_weight,
@@ -180,8 +173,8 @@ def luong_attention(
             mask=prepared.mask,
             causal_offset=prepared.causal_offset,
             score_mode=options.score_mode,
-            scale=_prepare.cast_like(scale, query) if scale_scores else None,
-            concat_score_weight=_prepare.cast_like(concat_score_weight, query),
+            scale=_prepare.cast(scale, score_dtype) if scale_scores else None,
+            concat_score_weight=_prepare.cast(concat_score_weight, score_dtype),
             dropout=options.dropout if call.dropout_active else 0.0,
             seed=seed,
             empty_rows=empty_rows,
@@ -211,7 +204,8 @@ def luong_attention(
             chain_slices=quirks["blocked_chain_slices"],
             with_gradient=options.training,
         )
-    output = _prepare.cast(output, call.dtype)
+    if value_dtype != call.dtype:
+        output = _prepare.cast(output, call.dtype)
     if prepared.query_keep is not None:
         output = ops.where(prepared.query_keep, output, 0.0)
     if options.return_attention_scores:
@@ -227,12 +221,6 @@ def _query_is_smaller(call, dim):
     return isinstance(dim, int) and call.kv_len is not None and dim < call.kv_len
 
 
-def _as_tensor(x):
-    # Eager calls pass tensors: each keras.ops call costs Python time there,
-    # and the ops that follow convert whatever they are given anyway.
-    return x if ops.is_tensor(x) else ops.convert_to_tensor(x)
-
-
 class _Options(NamedTuple):
     """The call's options other than tensors, validated by `_check_call`."""
 
@@ -244,6 +232,20 @@ class _Options(NamedTuple):
     training: bool
     return_attention_scores: bool
     blocked_options: BlockedOptions | None
+
+
+class _Checked(NamedTuple):
+    """What `_check_call` decides about a call."""
+
+    options: _Options  # as plain Python values
+    batch_shape: tuple  # the static shape the inputs' batch dims broadcast to
+    call: _dispatch.Call
+    path: str
+    tensors: bool  # query, value and key are backend tensors (no conversion)
+    score_dtype: str  # the path's working dtypes (`_prepare.working_dtypes`)
+    value_dtype: str
+    scale_scores: bool  # the scale multiplies the scores, not the query
+    quirks: dict  # `_dispatch.kernel_options` of the backend
 
 
 # What `_check_call` returned for each signature seen (shapes, dtypes and
@@ -262,16 +264,16 @@ def _signature(inputs, masks, score_weights, options):
     """
     specs = []
     for x in (*inputs, *masks, *score_weights):
-        if x is None:
-            specs.append(None)
-        elif isinstance(x, float):
-            specs.append(float)
-        else:
-            shape = getattr(x, "shape", None)
-            if shape is None or not hasattr(x, "dtype") or isinstance(x, (list, tuple)):
-                return None
-            specs.append((type(x), tuple(shape), x.dtype))
-    return (tuple(specs), options, keras.config.is_flash_attention_enabled())
+        if x is None or isinstance(x, float):
+            specs.append(None if x is None else float)
+            continue
+        try:
+            specs.append((type(x), tuple(x.shape), x.dtype))
+        except (AttributeError, TypeError, ValueError):  # no shape or dtype, or unknown rank
+            return None
+    # Only "auto" reads the flash attention setting.
+    flash = keras.config.is_flash_attention_enabled() if options.implementation == "auto" else None
+    return (tuple(specs), options, flash)
 
 
 def _remember(signature, checked):
@@ -283,10 +285,9 @@ def _remember(signature, checked):
 def _check_call(inputs, masks, score_weights, options):
     """Validates a call and chooses its path.
 
-    Returns `(options, batch_shape, call, path)`: the options as plain
-    Python values, the static batch shape the inputs broadcast to, the
-    `_dispatch.Call` and the path. Depends only on shapes, dtypes and
-    options (see `_signature`).
+    Returns a `_Checked`: everything about the call that depends only on
+    shapes, dtypes and options (see `_signature`), so that an eager call
+    with a signature seen before does no more than its tensor ops.
     """
     for name, tensor in zip(("query", "value", "key"), inputs, strict=True):
         if tensor is not None or name != "key":
@@ -326,7 +327,20 @@ def _check_call(inputs, masks, score_weights, options):
         causal=options.causal,
         training=options.training,
     )
-    return options, batch_shape, call, _dispatch.choose_path(options.implementation, call)
+    path = _dispatch.choose_path(options.implementation, call)
+    quirks = _dispatch.kernel_options(keras.backend.backend())
+    score_dtype, value_dtype = _prepare.working_dtypes(
+        path, call.dtype, fused_float32=call.dtype in quirks["fused_float32_dtypes"]
+    )
+    # The scale goes on the query, or on the scores where they are the
+    # smaller tensor (and in the concat score, where it acts inside tanh).
+    scale_scores = path == "reference" and (
+        options.score_mode == "concat" or not _query_is_smaller(call, k_dim)
+    )
+    tensors = all(t is None or ops.is_tensor(t) for t in inputs)
+    return _Checked(
+        options, batch_shape, call, path, tensors, score_dtype, value_dtype, scale_scores, quirks
+    )
 
 
 def check_implementation(implementation, **options):
