@@ -74,6 +74,8 @@ def as_flag(value, name):
     Keras's `Layer.__call__` turns NumPy scalars among the call arguments
     into 0-d tensors, so a concrete 0-d tensor counts as a scalar too.
     """
+    if value is True or value is False:  # the common case, without the checks below
+        return value
     if isinstance(value, (bool, np.bool_, numbers.Number)) and np.ndim(value) == 0:
         return bool(value)
     if keras.ops.is_tensor(value) and tuple(value.shape) == ():
