@@ -216,27 +216,37 @@ def overhead_lines(results):
     for r in results["overhead"]:
         ms = r["median_ms"]
         frac = r["overhead_fraction"]
-        ok = frac["function_auto"] <= TARGET_OVERHEAD
-        lines.append(
+        line = (
             f"- {r['backend']}, {r['device']}, T={r['T']}, B={r['B']}, D={r['D']}, {r['mask']}, "
             f"{r['mode']}: kernel alone {_fmt(ms['kernel'])} ms; `luong_attention(...)` "
             f"{_fmt(ms['function_auto'])} ms (reference path {_fmt(ms['function_reference'])}); "
             f"layer {_fmt(ms['layer_auto'])} ms (reference {_fmt(ms['layer_reference'])}); "
-            f"`keras.layers.Attention` {_fmt(ms['keras_attention'])} ms. Validation + dispatch: "
-            f"{frac['function_auto']:.0%} of the function call "
-            f"({'target met' if ok else 'target NOT met'}: ≤ {TARGET_OVERHEAD:.0%}); "
-            f"with Keras's layer call: {frac['layer_auto']:.0%} of the layer call."
+            f"`keras.layers.Attention` {_fmt(ms['keras_attention'])} ms. "
         )
         if "kernel_same_ops" in ms:
             # The ops written out are the reference path's, so they are held
             # against the function on that path ("auto" may take another).
             dispatch = (ms["function_reference"] - ms["kernel_same_ops"]) / ms["function_reference"]
-            lines[-1] += (
-                f" Against the reference path's tensor ops written out "
-                f"({_fmt(ms['kernel_same_ops'])} ms: padded keys and values zeroed as well), "
-                f"validation and dispatch alone are {dispatch:.0%} of the function call on that "
-                f"path ({'target met' if dispatch <= TARGET_OVERHEAD else 'target NOT met'})."
+            ok = dispatch <= TARGET_OVERHEAD
+            line += (
+                f"Against Keras's ops alone, validation, dispatch and zeroing the padded keys "
+                f"and values are {frac['function_auto']:.0%} of the function call; against the "
+                f"reference path's tensor ops written out ({_fmt(ms['kernel_same_ops'])} ms: "
+                f"padded keys and values zeroed as well), validation and dispatch alone are "
+                f"{dispatch:.0%} of the function call on that path "
+                f"({'target met' if ok else 'target NOT met'}: ≤ {TARGET_OVERHEAD:.0%})"
             )
+        else:
+            # Older result files have no written-out ops: only the figure
+            # with the zeroing in it, held against the target.
+            ok = frac["function_auto"] <= TARGET_OVERHEAD
+            line += (
+                f"Validation, dispatch and zeroing the padded keys and values: "
+                f"{frac['function_auto']:.0%} of the function call "
+                f"({'target met' if ok else 'target NOT met'}: ≤ {TARGET_OVERHEAD:.0%})"
+            )
+        line += f"; with Keras's layer call: {frac['layer_auto']:.0%} of the layer call."
+        lines.append(line)
     if not results["overhead"]:
         lines.append("- (not measured in this run)")
     return lines
