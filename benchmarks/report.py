@@ -39,6 +39,7 @@ TARGET = 1.0  # ours("auto") / keras.layers.Attention, every cell
 TARGET_LONG_CAUSAL = 0.5  # at T = 4096, causal
 TARGET_FLOP_RATE = 0.5  # of the backend's own float32 matmul rate
 TARGET_OVERHEAD = 0.10  # validation and dispatch, fraction of the call
+INTERVAL_LEVEL = 0.95  # of the confidence interval beside a ratio against Keras
 
 
 def regime_of(length, regimes=LENGTH_REGIMES):
@@ -75,17 +76,50 @@ def _ratio(a, b):
     return None if a is None or b is None else a / b
 
 
-def paired_ratio(row, reference):
-    """`row`'s time over `reference`'s: the median over rounds of the two
-    samples' ratio in each round (paired in time, so load that slows one
-    round slows both), or the ratio of the medians for rows without samples
-    (results written before grid.py kept them). None if either is missing."""
+def paired_ratios(row, reference):
+    """`row`'s time over `reference`'s in each round (paired in time, so load
+    that slows one round slows both); None if either is missing or has no
+    samples (results written before grid.py kept them)."""
     if any(r is None or r.get("status", "ok") != "ok" for r in (row, reference)):
         return None
     a, b = row.get("samples_ms"), reference.get("samples_ms")
     if a and b and len(a) == len(b):
-        return statistics.median(x / y for x, y in zip(a, b, strict=True))
+        return [x / y for x, y in zip(a, b, strict=True)]
+    return None
+
+
+def paired_ratio(row, reference):
+    """`row`'s time over `reference`'s: the median of `paired_ratios`, or the
+    ratio of the medians for rows without samples. None if either is missing."""
+    ratios = paired_ratios(row, reference)
+    if ratios is not None:
+        return statistics.median(ratios)
+    if any(r is None or r.get("status", "ok") != "ok" for r in (row, reference)):
+        return None
     return row["median_ms"] / reference["median_ms"]
+
+
+def median_interval(values, level=INTERVAL_LEVEL):
+    """A distribution-free confidence interval for the median of `values`.
+
+    The k-th smallest and k-th largest value, for the largest k such that
+    the true median lies outside them with probability at most `1 - level`
+    (the number of values below the median is Binomial(n, 1/2)), so it
+    assumes nothing about the ratios' spread. None when there are too few
+    values for any such k (5 or fewer at 95 %).
+    """
+    if not values:
+        return None
+    n, xs = len(values), sorted(values)
+    below, k = 0.0, 0  # P(fewer than k of n values lie below the median)
+    while 2 * (below + math.comb(n, k) / 2**n) <= 1 - level:
+        below += math.comb(n, k) / 2**n
+        k += 1
+    return None if k == 0 else (xs[k - 1], xs[n - k])
+
+
+def _fmt_interval(interval):
+    return "—" if interval is None else f"{fmt_number(interval[0])}–{fmt_number(interval[1])}"
 
 
 def target_for(length, mask):
@@ -118,25 +152,45 @@ def grid_tables(results):
                 f"##### {backend}, {device}, {dtype}",
                 "",
                 "| mode | mask | D | T | B | auto | reference | fused | blocked | Attention "
-                "| dot_product_attention | auto / Attention | auto / dpa | target met |",
-                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+                "| dot_product_attention | auto / Attention | 95 % interval | auto / dpa "
+                "| target met |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
             ]
         rows = index[key]
         ms = {v: _ms(rows.get(v)) for v in VARIANTS}
         vs_keras = paired_ratio(rows.get("auto"), rows.get("keras_attention"))
+        interval = median_interval(paired_ratios(rows.get("auto"), rows.get("keras_attention")))
         vs_dpa = paired_ratio(rows.get("auto"), rows.get("keras_dpa"))
         target = target_for(length, mask)
         ok = vs_keras is not None and vs_keras <= target
-        met.setdefault(backend, [0, 0])
-        met[backend][0] += ok
-        met[backend][1] += 1
+        counts = met.setdefault(backend, {"cells": 0, "met": 0, "noise": 0, "above": 0})
+        counts["cells"] += 1
+        counts["met"] += ok
+        if not ok and interval is not None:
+            counts["noise" if interval[0] <= target else "above"] += 1
         lines.append(
             f"| {mode} | {mask} | {dim} | {length} | {batch} | "
             + " | ".join(_fmt(ms[v]) for v in VARIANTS)
-            + f" | {_fmt(vs_keras)} | {_fmt(vs_dpa)} | {'yes' if ok else 'NO'} (≤ {target}) |"
+            + f" | {_fmt(vs_keras)} | {_fmt_interval(interval)} | {_fmt(vs_dpa)} "
+            f"| {'yes' if ok else 'NO'} (≤ {target}) |"
         )
-    summary = ["", "Cells where auto / Attention meets its target:", ""]
-    summary += [f"- {b}: {n} of {total}" for b, (n, total) in met.items()]
+    summary = [
+        "",
+        "Cells where auto / Attention meets its target. Beside each ratio, a "
+        f"{INTERVAL_LEVEL:.0%} confidence interval for it (the median of the per-round "
+        "ratios), distribution-free, from that cell's rounds (none for 5 rounds or fewer). "
+        "A miss whose interval reaches down to the target is one this run cannot tell "
+        "from noise; a miss whose interval lies wholly above it is slower beyond the noise.",
+        "",
+    ]
+    for b, c in met.items():
+        line = f"- {b}: {c['met']} of {c['cells']}"
+        misses = c["cells"] - c["met"]
+        if misses:
+            line += f"; misses: {c['noise']} within noise, {c['above']} above it"
+            if misses > c["noise"] + c["above"]:
+                line += f", {misses - c['noise'] - c['above']} without an interval"
+        summary.append(line)
     return summary + lines
 
 
@@ -185,11 +239,12 @@ def e2e_table(results):
         "`model.train_on_batch` on a batch of 64 from the example's own generator; "
         "the same model with `keras.layers.Attention` and with `LuongAttention`. "
         "Time ratio: LuongAttention's time per step over Attention's, the median over "
-        "rounds of the two samples' ratio in each round.",
+        "rounds of the two samples' ratio in each round, with its confidence interval "
+        "as in the grid.",
         "",
         "| backend | device | example | Attention steps/s | LuongAttention steps/s "
-        "| time ratio | target met |",
-        "|---|---|---|---|---|---|---|",
+        "| time ratio | 95 % interval | target met |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     index = {(r["backend"], r["device"], r["example"], r["variant"]): r for r in results["e2e"]}
     for backend, device, example in sorted(
@@ -204,9 +259,16 @@ def e2e_table(results):
             {"samples_ms": ours_row.get("samples_ms"), "median_ms": 1000 / ours_sps},
             {"samples_ms": keras_row.get("samples_ms"), "median_ms": 1000 / keras_sps},
         )
+        interval = median_interval(
+            paired_ratios(
+                {"samples_ms": ours_row.get("samples_ms")},
+                {"samples_ms": keras_row.get("samples_ms")},
+            )
+        )
         lines.append(
             f"| {backend} | {device} | {example} | {keras_sps:.1f} | {ours_sps:.1f} "
-            f"| {ratio:.2f} | {'yes' if ratio <= TARGET else 'NO'} (≤ {TARGET}) |"
+            f"| {ratio:.2f} | {_fmt_interval(interval)} "
+            f"| {'yes' if ratio <= TARGET else 'NO'} (≤ {TARGET}) |"
         )
     return lines
 

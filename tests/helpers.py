@@ -8,15 +8,19 @@
 - `finite_differences`: central differences of a float64 loss.
 - `run_subprocess`: a child process with a timeout that kills its whole group.
 - `run_layer_test`: a layer's config, symbolic, eager, training, saving round trip.
+- `benchmark_module`: a script of `benchmarks/` imported as a module.
 
 Keras is imported inside the helpers that use it: the cross-backend driver
 imports `run_subprocess` from a Python that has no Keras.
 """
 
 import functools
+import importlib.util
 import os
 import signal
 import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -286,3 +290,16 @@ def run_subprocess(args, timeout, env=None, cwd=None, check=True):
             f"--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}"
         )
     return result
+
+
+# --- benchmark scripts -------------------------------------------------------
+
+
+def benchmark_module(name, monkeypatch):
+    """`benchmarks/<name>.py` as module `name`, in `sys.modules` for this test only."""
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, name, module)
+    spec.loader.exec_module(module)
+    return module

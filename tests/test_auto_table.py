@@ -7,16 +7,15 @@ rows that the GPU results it names give. The table does not depend on the
 backend under test; it runs on each anyway.
 """
 
-import importlib.util
 import itertools
 import json
-import sys
 from importlib import resources
 from pathlib import Path
 
 import pytest
 
 from luong_attention import LuongAttention
+from tests.helpers import benchmark_module
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKENDS = ("jax", "torch", "tensorflow")
@@ -91,19 +90,10 @@ def test_ranked_paths_are_accepted_by_the_layer(path):
     assert LuongAttention(implementation=path).implementation == path
 
 
-def _benchmark_module(name, monkeypatch):
-    """`benchmarks/<name>.py` as module `name`, in `sys.modules` for this test only."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, name, module)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _gpu_rankings(monkeypatch):
     # It imports its sibling report.py, as when run from benchmarks/.
-    _benchmark_module("report", monkeypatch)
-    return _benchmark_module("gpu_rankings", monkeypatch)
+    benchmark_module("report", monkeypatch)
+    return benchmark_module("gpu_rankings", monkeypatch)
 
 
 def test_the_gpu_rows_are_what_the_gpu_results_give(table, monkeypatch):
@@ -130,7 +120,7 @@ def test_auto_reads_the_regime_the_benchmark_filed_each_length_under(
     # the bounds and either side of them above all.
     from luong_attention import _dispatch
 
-    report = _benchmark_module("report", monkeypatch)
+    report = benchmark_module("report", monkeypatch)
     regimes = table[key]
     lengths = set(range(1, 80))
     for bound, _ in regimes[:-1]:

@@ -1,0 +1,112 @@
+"""How benchmarks/report.py reads a run: paired ratios and their intervals.
+
+The report is stdlib-only and does not depend on the backend under test; it
+runs on each anyway.
+"""
+
+import numpy as np
+import pytest
+
+from tests.helpers import benchmark_module
+
+
+@pytest.fixture
+def report(monkeypatch):
+    return benchmark_module("report", monkeypatch)
+
+
+def _row(samples, status="ok"):
+    return {"status": status, "median_ms": float(np.median(samples)), "samples_ms": samples}
+
+
+def test_paired_ratios_divide_round_by_round(report):
+    ours, keras = _row([2.0, 6.0, 3.0]), _row([1.0, 4.0, 3.0])
+    assert report.paired_ratios(ours, keras) == [2.0, 1.5, 1.0]
+    # The median of the round ratios, not the ratio of the medians (3 / 3).
+    assert report.paired_ratio(ours, keras) == 1.5
+
+
+@pytest.mark.parametrize(
+    "other",
+    [None, _row([1.0, 2.0, 3.0], status="unsupported"), {"status": "ok", "median_ms": 2.0}],
+    ids=["missing", "unsupported", "no samples"],
+)
+def test_no_paired_ratios_without_paired_samples(report, other):
+    assert report.paired_ratios(_row([1.0, 2.0, 3.0]), other) is None
+
+
+def test_rows_without_samples_fall_back_to_the_medians(report):
+    assert report.paired_ratio({"median_ms": 3.0}, {"median_ms": 2.0}) == 1.5
+
+
+@pytest.mark.parametrize(
+    ("n", "k"),
+    # The order statistics of the sign test's 95 % interval for the median
+    # (at least 95 % coverage, as tabulated for these n).
+    [(6, 1), (10, 2), (15, 4), (20, 6)],
+)
+def test_median_interval_takes_the_sign_test_order_statistics(report, n, k):
+    values = list(np.random.default_rng(n).permutation(np.arange(1.0, n + 1)))
+    assert report.median_interval(values) == (float(k), float(n + 1 - k))
+
+
+@pytest.mark.parametrize("n", [0, 1, 3, 5])
+def test_no_median_interval_from_too_few_rounds(report, n):
+    assert report.median_interval([1.0] * n) is None
+
+
+def test_median_interval_covers_the_median_as_often_as_it_says(report):
+    rng = np.random.default_rng(0)
+    trials = 4000
+    # Skewed ratios with median exactly 1, as timings' ratios are.
+    samples = rng.lognormal(0.0, 0.1, size=(trials, 15))
+    covered = 0
+    for values in samples:
+        low, high = report.median_interval(list(values))
+        covered += low <= 1.0 <= high
+    # 96.5 % for 15 values; three standard errors below it still clears 95 %.
+    assert covered / trials >= 0.95
+
+
+def _results(cells):
+    """A results file with one jax cell per `(T, per-round auto / Attention)`."""
+    grid = []
+    for length, ratios in cells:
+        keras = [1.0 + 0.01 * i for i in range(len(ratios))]
+        for variant, samples in (
+            ("keras_attention", keras),
+            ("auto", [r * k for r, k in zip(ratios, keras, strict=True)]),
+        ):
+            grid.append(
+                {
+                    "backend": "jax",
+                    "device": "cpu",
+                    "T": length,
+                    "B": 32,
+                    "D": 64,
+                    "mask": "padding",
+                    "mode": "fwd",
+                    "dtype": "float32",
+                    "variant": variant,
+                    **_row(samples),
+                }
+            )
+    return {"grid": grid}
+
+
+def test_misses_are_told_apart_by_their_interval(report):
+    faster = [0.9] * 15
+    slower = [1.2 + 0.01 * i for i in range(15)]
+    straddling = [0.9 + 0.02 * i for i in range(15)]  # median 1.04
+    lines = report.grid_tables(_results([(16, faster), (64, slower), (256, straddling)]))
+    assert "- jax: 1 of 3; misses: 1 within noise, 1 above it" in lines
+    row_16, row_64, row_256 = (line for line in lines if line.startswith("| fwd |"))
+    assert "| yes (≤ 1.0) |" in row_16
+    assert "| 1.27 | 1.23–1.31 |" in row_64 and "| NO (≤ 1.0) |" in row_64
+    assert "| 1.04 | 0.96–1.12 |" in row_256 and "| NO (≤ 1.0) |" in row_256
+
+
+def test_a_miss_from_three_rounds_has_no_interval(report):
+    lines = report.grid_tables(_results([(16, [1.1, 1.2, 1.3])]))
+    assert "- jax: 0 of 1; misses: 0 within noise, 0 above it, 1 without an interval" in lines
+    assert "| 1.20 | — |" in lines[-1]
