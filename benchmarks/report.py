@@ -80,7 +80,7 @@ def paired_ratios(row, reference):
     """`row`'s time over `reference`'s in each round (paired in time, so load
     that slows one round slows both); None if either is missing or has no
     samples (results written before grid.py kept them)."""
-    if any(r is None or r.get("status", "ok") != "ok" for r in (row, reference)):
+    if not _both_measured(row, reference):
         return None
     a, b = row.get("samples_ms"), reference.get("samples_ms")
     if a and b and len(a) == len(b):
@@ -94,9 +94,13 @@ def paired_ratio(row, reference):
     ratios = paired_ratios(row, reference)
     if ratios is not None:
         return statistics.median(ratios)
-    if any(r is None or r.get("status", "ok") != "ok" for r in (row, reference)):
+    if not _both_measured(row, reference):
         return None
     return row["median_ms"] / reference["median_ms"]
+
+
+def _both_measured(row, reference):
+    return all(r is not None and r.get("status", "ok") == "ok" for r in (row, reference))
 
 
 def median_interval(values, level=INTERVAL_LEVEL):
@@ -158,9 +162,10 @@ def grid_tables(results):
             ]
         rows = index[key]
         ms = {v: _ms(rows.get(v)) for v in VARIANTS}
-        vs_keras = paired_ratio(rows.get("auto"), rows.get("keras_attention"))
-        interval = median_interval(paired_ratios(rows.get("auto"), rows.get("keras_attention")))
-        vs_dpa = paired_ratio(rows.get("auto"), rows.get("keras_dpa"))
+        auto, keras_row = rows.get("auto"), rows.get("keras_attention")
+        vs_keras = paired_ratio(auto, keras_row)
+        interval = median_interval(paired_ratios(auto, keras_row))
+        vs_dpa = paired_ratio(auto, rows.get("keras_dpa"))
         target = target_for(length, mask)
         ok = vs_keras is not None and vs_keras <= target
         counts = met.setdefault(backend, {"cells": 0, "met": 0, "noise": 0, "above": 0})
@@ -255,16 +260,10 @@ def e2e_table(results):
         keras_sps, ours_sps = keras_row["steps_per_s"], ours_row["steps_per_s"]
         # Time per step, ours over Attention's (rows without samples: the
         # ratio of the medians, Attention steps/s over ours).
-        ratio = paired_ratio(
-            {"samples_ms": ours_row.get("samples_ms"), "median_ms": 1000 / ours_sps},
-            {"samples_ms": keras_row.get("samples_ms"), "median_ms": 1000 / keras_sps},
-        )
-        interval = median_interval(
-            paired_ratios(
-                {"samples_ms": ours_row.get("samples_ms")},
-                {"samples_ms": keras_row.get("samples_ms")},
-            )
-        )
+        ours = {"samples_ms": ours_row.get("samples_ms"), "median_ms": 1000 / ours_sps}
+        theirs = {"samples_ms": keras_row.get("samples_ms"), "median_ms": 1000 / keras_sps}
+        ratio = paired_ratio(ours, theirs)
+        interval = median_interval(paired_ratios(ours, theirs))
         lines.append(
             f"| {backend} | {device} | {example} | {keras_sps:.1f} | {ours_sps:.1f} "
             f"| {ratio:.2f} | {_fmt_interval(interval)} "
