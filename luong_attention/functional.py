@@ -6,12 +6,14 @@ arguments, `_dispatch` picks the path, `_prepare` readies the tensors, and
 a kernel in `kernels/` computes.
 """
 
+import functools
 from typing import NamedTuple
 
 import keras
 from keras import ops
 
-from luong_attention import _dispatch, _masks, _prepare, _validation
+from luong_attention import _dispatch, _masks, _padding, _prepare, _validation
+from luong_attention._padding import SkipOptions
 from luong_attention._validation import CAUSAL_ALIGNMENTS, IMPLEMENTATIONS, SCORE_MODES
 from luong_attention.kernels import (
     BlockedOptions,
@@ -42,6 +44,8 @@ def luong_attention(
     return_attention_scores=False,
     implementation="auto",
     blocked_options=None,
+    skip_padded_keys=False,
+    skip_options=None,
 ):
     """Dot-product (Luong) attention of `query` over `value`.
 
@@ -85,6 +89,17 @@ def luong_attention(
             known when traced.
         blocked_options: a `luong_attention.kernels.BlockedOptions`, the
             tuning knobs of the blocked path (block size, thresholds).
+        skip_padded_keys: compute each batch element only up to its last
+            key that a mask leaves visible (in blocks of 64 keys), so a
+            padded batch costs about its real tokens. It reads the masks'
+            values, so it skips in eager calls only (PyTorch's default;
+            `run_eagerly=True` on JAX and TensorFlow); a traced call
+            (`jit`, `tf.function`, `torch.export`) computes every key. The
+            result is the same either way. Leave it off for a TorchScript
+            trace (Keras's ONNX export on PyTorch), which would record the
+            traced batch's lengths.
+        skip_options: a `luong_attention.functional.SkipOptions`, the tuning
+            knobs of `skip_padded_keys` (block size, cost of a kernel call).
 
     Returns:
         The `(batch..., Tq, dim_v)` output, and the weights when
@@ -111,6 +126,8 @@ def luong_attention(
         training,
         return_attention_scores,
         blocked_options,
+        skip_padded_keys,
+        skip_options,
     )
     score_weights = (scale, concat_score_weight, general_score_weight)
     signature = _signature((query, value, key), masks, score_weights, options)
@@ -151,6 +168,57 @@ def luong_attention(
         general_score_weight=general_score_weight,
         scale=None if scale_scores else scale,
     )
+    compute = functools.partial(
+        _compute,
+        path=path,
+        options=options,
+        quirks=quirks,
+        attention_mask=masks.attention is not None,
+        scale=_prepare.cast(scale, score_dtype) if scale_scores else None,
+        concat_score_weight=_prepare.cast(concat_score_weight, score_dtype),
+        dropout=options.dropout if call.dropout_active else 0.0,
+        seed=seed,
+    )
+    runs = None
+    if options.skip_padded_keys and batch_shape:
+        runs = _padding.plan(
+            prepared.mask,
+            prepared.query_keep,
+            shape=(batch_shape[0], query.shape[-2], prepared.key.shape[-2], query.shape[-1]),
+            rank=len(query.shape),
+            # The weights of rows the query mask drops are returned as computed.
+            trim_queries=not options.return_attention_scores,
+            options=options.skip_options or SkipOptions(),
+        )
+    if runs is None:
+        output, weights = compute(query, prepared)
+    else:
+        output, weights = _by_runs(
+            compute, query, prepared, runs, with_weights=options.return_attention_scores
+        )
+    if value_dtype != call.dtype:
+        output = _prepare.cast(output, call.dtype)
+    if prepared.query_keep is not None:
+        output = ops.where(prepared.query_keep, output, 0.0)
+    if options.return_attention_scores:
+        return output, weights
+    return output
+
+
+def _compute(
+    query,
+    prepared,
+    *,
+    path,
+    options,
+    quirks,
+    attention_mask,
+    scale,
+    concat_score_weight,
+    dropout,
+    seed,
+):
+    """`(output, weights)` of the prepared call on `path`; weights only from the reference path."""
     weights = None
     if path == "reference":
         # Value and key masks zero the values they hide, so a row they leave
@@ -162,7 +230,7 @@ def luong_attention(
         empty_rows = None
         if options.return_attention_scores:
             empty_rows = "weights"
-        elif masks.attention is not None or (
+        elif attention_mask or (
             options.causal and not _masks.sees_first_key(prepared.causal_offset)
         ):
             empty_rows = "output"
@@ -173,13 +241,13 @@ def luong_attention(
             mask=prepared.mask,
             causal_offset=prepared.causal_offset,
             score_mode=options.score_mode,
-            scale=_prepare.cast(scale, score_dtype) if scale_scores else None,
-            concat_score_weight=_prepare.cast(concat_score_weight, score_dtype),
-            dropout=options.dropout if call.dropout_active else 0.0,
+            scale=scale,
+            concat_score_weight=concat_score_weight,
+            dropout=dropout,
             seed=seed,
             empty_rows=empty_rows,
             # Value and key masks zero the keys they hide (see `_prepare`).
-            mask_as_bias=masks.attention is None,
+            mask_as_bias=not attention_mask,
             join_masks=quirks["reference_join_masks"],
         )
     elif path == "fused":
@@ -204,13 +272,64 @@ def luong_attention(
             chain_slices=quirks["blocked_chain_slices"],
             with_gradient=options.training,
         )
-    if value_dtype != call.dtype:
-        output = _prepare.cast(output, call.dtype)
-    if prepared.query_keep is not None:
-        output = ops.where(prepared.query_keep, output, 0.0)
-    if options.return_attention_scores:
-        return output, weights
-    return output
+    return output, weights
+
+
+def _by_runs(compute, query, prepared, runs, *, with_weights):
+    """`compute` on each run of batch elements, on its query rows and keys only.
+
+    `runs` are the `_padding.Run`s of the first batch dim; an input
+    broadcast over that dim (size 1) is shared by every run. Skipped query
+    rows come out zero, and skipped keys get zero weights (returned
+    `with_weights`).
+    """
+    batch, rank = runs[-1].stop, len(query.shape)
+    q_len, kv_len = query.shape[-2], prepared.key.shape[-2]
+    outputs, all_weights = [], []
+    for run in runs:
+
+        def part(x, rows=None, keys=None, run=run):
+            """`x` cut to the run's elements, its rows on axis `rows`, its keys on `keys`."""
+            if len(x.shape) == rank and x.shape[0] == batch:  # else broadcast over the batch
+                x = x[run.start : run.stop]
+            if rows is not None and x.shape[rows] == q_len:
+                x = _prefix(x, rows, run.q_len)
+            if keys is not None and x.shape[keys] == kv_len:
+                x = _prefix(x, keys, run.kv_len)
+            return x
+
+        mask = prepared.mask
+        output, weights = compute(
+            part(query, rows=-2),
+            prepared._replace(
+                key=part(prepared.key, keys=-2),
+                value=part(prepared.value, keys=-2),
+                mask=None if mask is None else part(mask, rows=-2, keys=-1),
+            ),
+        )
+        outputs.append(_zero_pad(output, -2, q_len))
+        if with_weights:
+            all_weights.append(_zero_pad(weights, -1, kv_len))
+
+    def joined(parts):
+        return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=0)
+
+    return joined(outputs), joined(all_weights) if all_weights else None
+
+
+def _prefix(x, axis, length):
+    """The first `length` entries of `x` along `axis` (-1 or -2)."""
+    return x[..., :length] if axis == -1 else x[..., :length, :]
+
+
+def _zero_pad(x, axis, length):
+    """`x` zero-padded at the end of `axis` (-1 or -2) up to `length`."""
+    missing = length - x.shape[axis]
+    if not missing:
+        return x
+    pad = [(0, 0)] * len(x.shape)
+    pad[axis] = (0, missing)
+    return ops.pad(x, pad)
 
 
 def _query_is_smaller(call, dim):
@@ -232,6 +351,8 @@ class _Options(NamedTuple):
     training: bool
     return_attention_scores: bool
     blocked_options: BlockedOptions | None
+    skip_padded_keys: bool
+    skip_options: SkipOptions | None
 
 
 class _Checked(NamedTuple):
@@ -298,6 +419,9 @@ def _check_call(inputs, masks, score_weights, options):
     blocked_options = options.blocked_options
     if blocked_options is not None and not isinstance(blocked_options, BlockedOptions):
         raise _validation.wrong_type("blocked_options", "a BlockedOptions or None", blocked_options)
+    skip_options = options.skip_options
+    if skip_options is not None and not isinstance(skip_options, SkipOptions):
+        raise _validation.wrong_type("skip_options", "a SkipOptions or None", skip_options)
     options = options._replace(
         dropout=_validation.as_dropout(options.dropout),
         causal=_validation.as_flag(options.causal, "causal"),
@@ -305,6 +429,7 @@ def _check_call(inputs, masks, score_weights, options):
         return_attention_scores=_validation.as_flag(
             options.return_attention_scores, "return_attention_scores"
         ),
+        skip_padded_keys=_validation.as_flag(options.skip_padded_keys, "skip_padded_keys"),
     )
     query, value, key = (ops.convert_to_tensor(t) if t is not None else None for t in inputs)
     key = value if key is None else key

@@ -11,7 +11,7 @@ from luong_attention import _validation, functional
 # 1: adds "config_version".
 # `from_config` reads every version up to this one; to change the config,
 # bump it and add a step to `_MIGRATIONS` that turns the previous one into it.
-CONFIG_VERSION = 1
+CONFIG_VERSION = 2
 
 
 @keras.saving.register_keras_serializable(package="luong_attention")
@@ -65,6 +65,15 @@ class LuongAttention(keras.layers.Layer):
             fails when it is built. `"auto"` honours
             `keras.config.disable_flash_attention()` (never the fused path)
             and `enable_flash_attention()` (the fused path wherever it can).
+        skip_padded_keys: If `True`, each sequence of the batch is computed
+            only up to its last key that the value or key mask leaves
+            visible (in blocks of 64 keys), so a padded batch costs about
+            its real tokens; the result is the same. It reads the masks'
+            values, so it skips in eager calls only (PyTorch's default, or
+            `run_eagerly=True`); traced calls compute every key. Leave it
+            off when exporting to ONNX on PyTorch (a TorchScript trace,
+            which would record the traced batch's lengths). Defaults to
+            `False`.
         **kwargs: Base layer arguments, such as `name` and `dtype`.
 
     Call arguments:
@@ -113,10 +122,12 @@ class LuongAttention(keras.layers.Layer):
         causal=False,
         causal_alignment="top_left",
         implementation="auto",
+        skip_padded_keys=False,
         **kwargs,
     ):
         use_scale = _validation.as_flag(use_scale, "use_scale")
         causal = _validation.as_flag(causal, "causal")
+        skip_padded_keys = _validation.as_flag(skip_padded_keys, "skip_padded_keys")
         _validation.check_option("score_mode", score_mode, _validation.SCORE_MODES)
         _validation.check_option(
             "causal_alignment", causal_alignment, _validation.CAUSAL_ALIGNMENTS
@@ -132,6 +143,7 @@ class LuongAttention(keras.layers.Layer):
         self.causal = causal
         self.causal_alignment = causal_alignment
         self.implementation = implementation
+        self.skip_padded_keys = skip_padded_keys
         self.seed_generator = keras.random.SeedGenerator(seed=seed) if dropout > 0 else None
         self.scale = None
         self.concat_score_weight = None
@@ -198,6 +210,7 @@ class LuongAttention(keras.layers.Layer):
             training=training,
             return_attention_scores=return_attention_scores,
             implementation=self.implementation,
+            skip_padded_keys=self.skip_padded_keys,
         )
 
     def compute_mask(self, inputs, mask=None):
@@ -262,6 +275,7 @@ class LuongAttention(keras.layers.Layer):
             "causal": self.causal,
             "causal_alignment": self.causal_alignment,
             "implementation": self.implementation,
+            "skip_padded_keys": self.skip_padded_keys,
             "config_version": CONFIG_VERSION,
         }
         return {**super().get_config(), **config}
@@ -295,8 +309,13 @@ def _from_version_0(config):
     return config
 
 
+def _from_version_1(config):
+    """Version 2 added `skip_padded_keys`; older layers computed every key."""
+    return {**config, "skip_padded_keys": config.get("skip_padded_keys", False)}
+
+
 # `_MIGRATIONS[n]` turns a version-n config into a version-(n + 1) one.
-_MIGRATIONS = (_from_version_0,)
+_MIGRATIONS = (_from_version_0, _from_version_1)
 
 
 def _keras_attention_entry(store):

@@ -47,6 +47,9 @@ def test_keras_files_of_every_config_version_load(path):
         "implementation": "reference",
     }
     assert {k: config[k] for k in expected} == expected
+    # Version 2 added skip_padded_keys (the fixture turns it on); older files compute every key.
+    version = int(re.search(r"_v(\d+)\.keras$", path.name).group(1))
+    assert config["skip_padded_keys"] is (version >= 2)
     output = to_numpy(model([data["query"], data["value"]]))
     np.testing.assert_allclose(output, data["output"], rtol=1e-5, atol=1e-6)
 
@@ -64,6 +67,7 @@ def test_a_version_0_config_without_the_later_keys_takes_their_defaults():
     assert config["causal"] is False
     assert config["causal_alignment"] == "top_left"
     assert config["implementation"] == "auto"
+    assert config["skip_padded_keys"] is False
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ NON_DEFAULT = {
     "causal": True,
     "causal_alignment": "bottom_right",
     "implementation": "reference",
+    "skip_padded_keys": True,
 }
 
 

@@ -31,6 +31,7 @@ def build_model():
         causal=True,
         causal_alignment="bottom_right",
         implementation="reference",
+        skip_padded_keys=True,
         name="luong",
     )
     model = keras.Model([query, value], layer([query, value]))
