@@ -46,6 +46,14 @@ Five parts, each backend in its own subprocess (its own Python: `--python`):
   keras.ops (scores, the mask subtracted as 1e9, softmax, weighted sum)
   against the same math after the padded keys and values are zeroed;
   compiled as in the grid.
+- skip (PyTorch only, eager): what `skip_padded_keys=True` saves on a padded
+  batch. T in {256, 1024}, B = 32, D = 128, lengths drawn uniformly in
+  [T/4, T] as in the grid, in random order or sorted (a batch bucketed by
+  length); a value mask alone (keys skipped) or a query mask too (query
+  rows skipped as well, as in self-attention over padded sequences); fwd
+  and fwd+bwd. Variants: "auto" without and with `skip_padded_keys=True`,
+  `keras.layers.Attention` and `keras.ops.dot_product_attention`, all given
+  the same masks.
 
 Every row keeps its samples in round order (`samples_ms`), so report.py can
 pair a variant's sample with Keras's from the same round.
@@ -81,12 +89,20 @@ PATHS = ("reference", "fused", "blocked")
 VARIANTS = ("auto", *PATHS, "keras_attention", "keras_dpa")
 EXAMPLES = ("seq2seq_dates", "text_similarity")
 E2E_VARIANTS = ("keras_attention", "luong_attention")
-PARTS = ("grid", "matmul", "e2e", "overhead", "guard")
+PARTS = ("grid", "matmul", "e2e", "overhead", "guard", "skip")
 GUARD_LENGTHS = (16, 64)
+SKIP_LENGTHS = (256, 1024)
+SKIP_VARIANTS = ("auto", "auto_skip", "keras_attention", "keras_dpa")
 # --quick: enough cells to run every part of the pipeline in a minute or two
 # per backend; T=256 calibrates the full-run estimate.
 QUICK = dict(
-    lengths=(16, 256), dims=(64,), low_lengths=(16,), rounds=1, e2e_sample_ms=0.0, e2e_min_ms=0.0
+    lengths=(16, 256),
+    dims=(64,),
+    low_lengths=(16,),
+    rounds=1,
+    e2e_sample_ms=0.0,
+    e2e_min_ms=0.0,
+    skip_lengths=(256,),
 )
 # --min-cell-ms of a full run, and the most rounds a cell gets to reach it.
 MIN_CELL_MS = 600.0
@@ -580,6 +596,82 @@ def worker_guard(spec, base):
                 )
 
 
+def _masked_call(layer, query_mask, sample):
+    """`(q, k, v, value_mask) -> layer([q, v, k], mask=[query_mask, value_mask])`."""
+    layer(sample)  # builds
+    return lambda q, k, v, m: layer([q, v, k], mask=[query_mask, m])
+
+
+def _masked_dpa(dpa_mask, query_mask):
+    """`keras.ops.dot_product_attention` with `dpa_mask`, rows `query_mask` drops zeroed."""
+    from keras import ops
+
+    def dpa(q, k, v, value_mask):
+        four = [ops.expand_dims(t, 2) for t in (q, k, v)]
+        out = ops.squeeze(ops.dot_product_attention(*four, mask=dpa_mask, scale=1.0), axis=2)
+        # Keras's layer and ours zero the rows the query mask drops.
+        return out if query_mask is None else out * ops.cast(query_mask[..., None], out.dtype)
+
+    return dpa
+
+
+def worker_skip(spec, base):
+    """`skip_padded_keys` on and off, and Keras's attention, on padded batches (eager PyTorch)."""
+    import keras
+    import numpy as np
+    from keras import ops
+
+    from luong_attention import LuongAttention
+
+    batch, dim = 32, 128
+    for length in spec["skip_lengths"]:
+        q, k, v, value_mask, _ = make_inputs(batch, length, dim, "float32")
+        lengths = np.sum(ops.convert_to_numpy(value_mask), axis=-1)
+        for order in ("random", "sorted"):
+            if order == "sorted":
+                by_length = ops.convert_to_tensor(np.argsort(lengths, kind="stable"))
+                q, k, v, value_mask = (
+                    ops.take(t, by_length, axis=0) for t in (q, k, v, value_mask)
+                )
+            for masks in ("value", "query+value"):
+                query_mask = value_mask if masks == "query+value" else None
+                dpa_mask = value_mask[:, None, None, :]
+                layers = {
+                    "auto": LuongAttention(use_scale=True),
+                    "auto_skip": LuongAttention(use_scale=True, skip_padded_keys=True),
+                    "keras_attention": keras.layers.Attention(use_scale=True),
+                }
+                variants = {
+                    name: _masked_call(layer, query_mask, [q, v, k])
+                    for name, layer in layers.items()
+                }
+                variants["keras_dpa"] = _masked_dpa(dpa_mask, query_mask)
+                by_mode = measure_modes(
+                    variants,
+                    (q, k, v, value_mask),
+                    spec["rounds"],
+                    spec["min_sample_ms"] / 1000,
+                    spec["min_cell_ms"] / 1000,
+                )
+                real = lengths / length
+                for mode, timings in by_mode.items():
+                    _emit(
+                        "skip",
+                        **base,
+                        T=length,
+                        B=batch,
+                        D=dim,
+                        masks=masks,
+                        order=order,
+                        mode=mode,
+                        # The (query, key) pairs that are not padding, of all.
+                        real_pairs=float(np.mean(real * real if query_mask is not None else real)),
+                        median_ms={name: 1000 * t[0] for name, t in timings.items()},
+                        samples_ms={name: [1000 * x for x in t[3]] for name, t in timings.items()},
+                        rounds=timings["auto"][2],
+                    )
+
+
 def worker(spec):
     import keras
 
@@ -592,7 +684,7 @@ def worker(spec):
     base = dict(backend=backend, device=_device())
     _emit("info", **base, versions=_versions())
     for part in spec["parts"]:
-        if part == "overhead" and backend != "torch":
+        if part in ("overhead", "skip") and backend != "torch":
             continue
         start = time.perf_counter()
         {
@@ -601,6 +693,7 @@ def worker(spec):
             "e2e": worker_e2e,
             "overhead": worker_overhead,
             "guard": worker_guard,
+            "skip": worker_skip,
         }[part](spec, base)
         _emit("timing", **base, part=part, seconds=time.perf_counter() - start)
 
@@ -778,6 +871,7 @@ def drive(args):
         e2e_sample_ms=QUICK["e2e_sample_ms"] if args.quick else E2E_SAMPLE_MS,
         e2e_min_ms=QUICK["e2e_min_ms"] if args.quick else E2E_MIN_MS,
         parts=args.parts,
+        skip_lengths=list(QUICK["skip_lengths"] if args.quick else SKIP_LENGTHS),
     )
     results = dict(
         quick=args.quick,
@@ -798,6 +892,7 @@ def drive(args):
         e2e=[],
         overhead=[],
         guard=[],
+        skip=[],
     )
     part_seconds = {}
     for backend in backends:

@@ -30,6 +30,7 @@ ROOT = os.path.dirname(HERE)
 BACKENDS = ("jax", "torch", "tensorflow")
 PATHS = ("reference", "fused", "blocked")
 VARIANTS = ("auto", *PATHS, "keras_attention", "keras_dpa")
+PARTS = ("grid", "matmul", "e2e", "overhead", "guard", "skip")  # as in grid.py
 MASKS = ("none", "padding", "causal", "causal+padding")
 MODES = {"fwd": "infer", "fwd+bwd": "train"}
 DTYPES = {"float32": "float32", "bfloat16": "low", "float16": "low"}
@@ -358,6 +359,40 @@ def guard_table(results):
     return lines
 
 
+def skip_table(results):
+    """`skip_padded_keys` on padded batches: its time over auto's, Attention's and dpa's."""
+    lines = [
+        "",
+        "#### Skipping padding (`skip_padded_keys=True`, eager PyTorch)",
+        "",
+        "B = 32, D = 128, lengths drawn uniformly in [T/4, T], in random order or sorted "
+        "by length; a value mask alone, or a query mask too; the same masks for every "
+        "variant. Real pairs: the (query, key) pairs that are not padding, of all; the work "
+        "that skipping could at best keep. Ratios are paired by round as in the grid, "
+        "with the 95 % interval of the first.",
+        "",
+        "| T | masks | order | mode | real pairs | auto | auto, skipping | Attention "
+        "| dot_product_attention | skipping / auto | 95 % interval | skipping / Attention "
+        "| skipping / dpa |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results.get("skip", []):
+        ms, samples = r["median_ms"], r["samples_ms"]
+        row = {v: {"median_ms": ms[v], "samples_ms": samples[v]} for v in ms}
+        skipping = row["auto_skip"]
+        lines.append(
+            f"| {r['T']} | {r['masks']} | {r['order']} | {r['mode']} | {r['real_pairs']:.2f} | "
+            + " | ".join(_fmt(ms[v]) for v in ("auto", "auto_skip", "keras_attention", "keras_dpa"))
+            + f" | {_fmt(paired_ratio(skipping, row['auto']))} "
+            f"| {_fmt_interval(median_interval(paired_ratios(skipping, row['auto'])))} "
+            f"| {_fmt(paired_ratio(skipping, row['keras_attention']))} "
+            f"| {_fmt(paired_ratio(skipping, row['keras_dpa']))} |"
+        )
+    if not results.get("skip"):
+        lines.append("| (not measured in this run) |" + " |" * 12)
+    return lines
+
+
 def _rounds(spec):
     """How many rounds a cell got, in words."""
     if not spec.get("min_cell_ms"):
@@ -421,12 +456,22 @@ def markdown(results, source="benchmarks/results/grid.json"):
             "**Quick run** (`--quick`): a few cells and one round, to check the pipeline. "
             "These numbers are not the benchmark.",
         ]
-    lines += ["", "#### Grid"]
-    lines += grid_tables(results)
-    lines += flop_rate_table(results)
-    lines += e2e_table(results)
-    lines += overhead_lines(results)
-    lines += guard_table(results)
+    # The sections of the parts this run measured (every part, unless `--parts`).
+    parts = results["spec"].get("parts", PARTS)
+    if "grid" in parts:
+        lines += ["", "#### Grid"]
+        lines += grid_tables(results)
+    sections = (
+        # The FLOP rate takes the grid's T = 4096 cells over the matmul rate.
+        ("matmul" if "grid" in parts else None, flop_rate_table),
+        ("e2e", e2e_table),
+        ("overhead", overhead_lines),
+        ("guard", guard_table),
+        ("skip", skip_table),
+    )
+    for part, section in sections:
+        if part in parts:
+            lines += section(results)
     return "\n".join(lines) + "\n"
 
 

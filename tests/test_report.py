@@ -110,3 +110,60 @@ def test_a_miss_from_three_rounds_has_no_interval(report):
     lines = report.grid_tables(_results([(16, [1.1, 1.2, 1.3])]))
     assert "- jax: 0 of 1; misses: 0 within noise, 0 above it, 1 without an interval" in lines
     assert "| 1.20 | — |" in lines[-1]
+
+
+def _skip_results():
+    times = {
+        "auto": [10.0, 11.0, 12.0, 10.0, 11.0, 12.0],
+        "auto_skip": [6.0, 6.6, 7.2, 6.0, 6.6, 7.2],  # 0.6 of auto in every round
+        "keras_attention": [20.0] * 6,
+        "keras_dpa": [12.0] * 6,
+    }
+    row = {
+        "backend": "torch",
+        "device": "cpu",
+        "T": 1024,
+        "B": 32,
+        "D": 128,
+        "masks": "query+value",
+        "order": "sorted",
+        "mode": "fwd",
+        "real_pairs": 0.4375,
+        "median_ms": {k: float(np.median(v)) for k, v in times.items()},
+        "samples_ms": times,
+        "rounds": 6,
+    }
+    return {"skip": [row]}
+
+
+def test_the_skip_table_gives_ratios_paired_by_round(report):
+    lines = report.skip_table(_skip_results())
+    (row,) = (line for line in lines if line.startswith("| 1024 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells == [
+        "1024", "query+value", "sorted", "fwd", "0.44",
+        "11.0", "6.60", "20.0", "12.0", "0.60", "0.60–0.60", "0.33", "0.55",
+    ]  # fmt: skip
+
+
+def test_a_run_of_some_parts_reports_only_those(report):
+    results = {
+        **_skip_results(),
+        "quick": False,
+        "command": "benchmarks/grid.py --only torch --parts skip",
+        "spec": {"rounds": 3, "parts": ["skip"]},
+        "machine": {
+            "cpu": "cpu",
+            "cores": 2,
+            "platform": "linux",
+            "when": "now",
+            "commit": "abc",
+            "omp_wait_policy": None,
+        },
+        "backends": {"torch": {"versions": {"keras": "3"}}},
+        "grid": [],
+    }
+    text = report.markdown(results)
+    assert "#### Skipping padding" in text
+    for other in ("#### Grid", "FLOP rate", "End to end", "zeroing padded"):
+        assert other not in text
