@@ -124,11 +124,14 @@ def _needed(mask, sizes, rank, axis, block):
 def _split(q_need, kv_need, call):
     """Contiguous runs minimising `sum(call + size * max(q_need) * max(kv_need))`."""
     batch = len(q_need)
+    first, last = np.indices((batch, batch))  # run [first, last + 1)
+    inside = last >= first
+    longest = [
+        np.maximum.accumulate(np.where(inside, need[None, :], 0), axis=1)
+        for need in (q_need, kv_need)
+    ]
     # work[start, stop - 1]: the pairs of run [start, stop), on its longest prefixes.
-    work = np.full((batch, batch), np.inf)
-    for start in range(batch):
-        longest = np.maximum.accumulate(q_need[start:]) * np.maximum.accumulate(kv_need[start:])
-        work[start, start:] = np.arange(1, batch - start + 1) * longest.astype(float)
+    work = np.where(inside, (last - first + 1) * longest[0].astype(float) * longest[1], np.inf)
     best = np.zeros(batch + 1)  # best[stop]: the cheapest split of elements [0, stop)
     start_of = [0] * (batch + 1)
     for stop in range(1, batch + 1):
@@ -138,6 +141,8 @@ def _split(q_need, kv_need, call):
     runs, stop = [], batch
     while stop:
         start = start_of[stop]
-        runs.append(Run(start, stop, int(q_need[start:stop].max()), int(kv_need[start:stop].max())))
+        runs.append(
+            Run(start, stop, int(longest[0][start, stop - 1]), int(longest[1][start, stop - 1]))
+        )
         stop = start
     return runs[::-1]

@@ -285,26 +285,37 @@ def _by_runs(compute, query, prepared, runs, *, with_weights):
     """
     batch, rank = runs[-1].stop, len(query.shape)
     q_len, kv_len = query.shape[-2], prepared.key.shape[-2]
+
+    def pieces(x):
+        """`x` split into the runs' elements: one op, whose gradient is one concatenation
+        (a slice per run would give each run's gradient the whole input's size)."""
+        if x is None or len(x.shape) != rank or x.shape[0] != batch:
+            return [x] * len(runs)  # broadcast over the batch
+        if len(runs) == 1:
+            return [x]
+        return ops.split(x, [run.stop for run in runs[:-1]], axis=0)
+
+    def prefix(x, run, rows=None, keys=None):
+        """`x` cut to the run's query rows on axis `rows` and its keys on `keys`."""
+        if rows is not None and x.shape[rows] == q_len:
+            x = _prefix(x, rows, run.q_len)
+        if keys is not None and x.shape[keys] == kv_len:
+            x = _prefix(x, keys, run.kv_len)
+        return x
+
+    split = zip(
+        runs,
+        *(pieces(t) for t in (query, prepared.key, prepared.value, prepared.mask)),
+        strict=True,
+    )
     outputs, all_weights = [], []
-    for run in runs:
-
-        def part(x, rows=None, keys=None, run=run):
-            """`x` cut to the run's elements, its rows on axis `rows`, its keys on `keys`."""
-            if len(x.shape) == rank and x.shape[0] == batch:  # else broadcast over the batch
-                x = x[run.start : run.stop]
-            if rows is not None and x.shape[rows] == q_len:
-                x = _prefix(x, rows, run.q_len)
-            if keys is not None and x.shape[keys] == kv_len:
-                x = _prefix(x, keys, run.kv_len)
-            return x
-
-        mask = prepared.mask
+    for run, query_part, key_part, value_part, mask_part in split:
         output, weights = compute(
-            part(query, rows=-2),
+            prefix(query_part, run, rows=-2),
             prepared._replace(
-                key=part(prepared.key, keys=-2),
-                value=part(prepared.value, keys=-2),
-                mask=None if mask is None else part(mask, rows=-2, keys=-1),
+                key=prefix(key_part, run, keys=-2),
+                value=prefix(value_part, run, keys=-2),
+                mask=None if mask_part is None else prefix(mask_part, run, rows=-2, keys=-1),
             ),
         )
         outputs.append(_zero_pad(output, -2, q_len))
