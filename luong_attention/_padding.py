@@ -31,13 +31,17 @@ class SkipOptions:
             keys (fewer distinct shapes, fewer runs).
         call_cost: what one more kernel call costs, in multiply-adds: a run
             is split in two only where that saves more work than this.
+        min_work: a call of fewer multiply-adds (`batch * Tq * Tv * 2 *
+            depth`) is computed in full without reading its masks: reading
+            them and planning the split cost more than skipping saves there.
     """
 
     block: int = 64
     call_cost: int = 2**26
+    min_work: int = 2**30
 
     def __post_init__(self):
-        for name, least in (("block", 1), ("call_cost", 0)):
+        for name, least in (("block", 1), ("call_cost", 0), ("min_work", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(
@@ -76,7 +80,7 @@ def plan(key_mask, query_keep, *, shape, rank, trim_queries, options=SkipOptions
     if not all(isinstance(d, int) for d in shape):
         return None
     batch, q_len, kv_len, depth = shape
-    if max(q_len, kv_len) <= options.block:
+    if max(q_len, kv_len) <= options.block or batch * q_len * kv_len * 2 * depth < options.min_work:
         return None
     q_need = _needed(query_keep if trim_queries else None, (batch, q_len), rank, -2, options.block)
     kv_need = _needed(key_mask, (batch, kv_len), rank, -1, options.block)

@@ -1,7 +1,7 @@
 """`skip_padded_keys`: the same results, from less work, in eager calls.
 
-Inputs here are tiny, so the skipping runs with blocks of 2 and no cost per
-kernel call (`SKIP`): every element becomes its own run, cut to its own
+Inputs here are tiny, so the skipping runs with blocks of 2, no cost per
+kernel call and no least work (`SKIP`): every element becomes its own run, cut to its own
 prefixes, and every path is handed many small, uneven runs.
 """
 
@@ -17,7 +17,7 @@ from luong_attention.functional import SkipOptions
 from tests.helpers import small_blocks, supported_paths, to_numpy, value_and_grad
 from tests.reference import reference_attention
 
-SKIP = SkipOptions(block=2, call_cost=0)
+SKIP = SkipOptions(block=2, call_cost=0, min_work=0)
 B, T, D = 5, 9, 3
 LENGTHS = np.array([9, 3, 0, 6, 1])  # one full, one empty
 
@@ -81,11 +81,14 @@ def test_query_rows_are_cut_only_where_allowed():
 def test_nothing_to_skip_gives_none():
     assert _plan([T] * B) is None
     # Lengths 7 and 8 of 9 end in the last block of 3 keys: nothing to skip.
-    assert _plan([9, 8, 7, 9, 9], options=SkipOptions(block=3, call_cost=0)) is None
+    assert _plan([9, 8, 7, 9, 9], options=SkipOptions(block=3, call_cost=0, min_work=0)) is None
 
 
 def test_short_inputs_and_missing_masks_give_none():
-    assert _plan(LENGTHS, options=SkipOptions(block=9, call_cost=0)) is None
+    assert _plan(LENGTHS, options=SkipOptions(block=9, call_cost=0, min_work=0)) is None
+    # 5 * 9 * 9 * 2 * 3 multiply-adds: less than the least work worth planning.
+    assert _plan(LENGTHS, options=SkipOptions(block=2, call_cost=0, min_work=2431)) is None
+    assert _plan(LENGTHS, options=SkipOptions(block=2, call_cost=0, min_work=2430)) is not None
     assert (
         _padding.plan(None, None, shape=(B, T, T, D), rank=3, trim_queries=True, options=SKIP)
         is None
@@ -99,7 +102,7 @@ def test_short_inputs_and_missing_masks_give_none():
 
 
 def test_a_costly_call_keeps_one_run_cut_to_the_longest():
-    runs = _plan([3, 5, 1, 4, 2], options=SkipOptions(block=2, call_cost=10**9))
+    runs = _plan([3, 5, 1, 4, 2], options=SkipOptions(block=2, call_cost=10**9, min_work=0))
     assert runs == [_padding.Run(0, B, T, 6)]
 
 
@@ -140,6 +143,7 @@ def test_the_split_is_the_cheapest_contiguous_one(seed):
         ({"block": 2.0}, TypeError, r"argument block.*Expected an int.*block=2.0"),
         ({"call_cost": -1}, ValueError, r"argument call_cost.*>= 0.*call_cost=-1"),
         ({"call_cost": True}, TypeError, r"argument call_cost.*call_cost=True"),
+        ({"min_work": -2}, ValueError, r"argument min_work.*>= 0.*min_work=-2"),
     ],
 )
 def test_bad_skip_options(kwargs, error, match):
@@ -266,13 +270,14 @@ def test_a_mask_without_the_batch_dim_is_shared_by_every_run():
 # --- the layer -----------------------------------------------------------------
 
 
-LAYER_T = 160  # long enough for the default blocks of 64
-LAYER_LENGTHS = np.array([100, 30, 0, 64, 90])  # all end in the first two blocks
+# Enough work for the default SkipOptions to plan (B * T * T * 2 * D >= 2**30).
+LAYER_T, LAYER_D = 1024, 128
+LAYER_LENGTHS = np.array([700, 200, 0, 400, 650])  # keys past 704 (11 blocks) are padding
 
 
 def _model(skip):
-    query = keras.Input((LAYER_T, D))
-    value = keras.Input((LAYER_T, D))
+    query = keras.Input((LAYER_T, LAYER_D))
+    value = keras.Input((LAYER_T, LAYER_D))
     masked = keras.layers.Masking(0.0)(value)
     layer = LuongAttention(use_scale=True, skip_padded_keys=skip, name="luong")
     output = layer([query, masked])
@@ -282,9 +287,9 @@ def _model(skip):
 def test_the_layer_trains_and_predicts_the_same_traced_or_eager(monkeypatch):
     """`fit` and `predict` trace on JAX and TensorFlow (nothing to skip) and run eagerly on torch."""
     rng = np.random.default_rng(2)
-    q = rng.standard_normal((B, LAYER_T, D)).astype("float32")
+    q = rng.standard_normal((B, LAYER_T, LAYER_D)).astype("float32")
     value_mask = np.arange(LAYER_T) < LAYER_LENGTHS[:, None]
-    v = np.where(value_mask[..., None], rng.standard_normal((B, LAYER_T, D)), 0.0)
+    v = np.where(value_mask[..., None], rng.standard_normal((B, LAYER_T, LAYER_D)), 0.0)
     v = v.astype("float32")
     y = rng.standard_normal((B, LAYER_T, 1)).astype("float32")
     plans = []
@@ -301,8 +306,8 @@ def test_the_layer_trains_and_predicts_the_same_traced_or_eager(monkeypatch):
         plans.clear()
         eager = model([ops.convert_to_tensor(q), ops.convert_to_tensor(v)])
         if skip:
-            # One run (a second call would cost more than it saves), cut to two blocks.
-            assert plans == [[_padding.Run(0, B, LAYER_T, 128)]]
+            (runs,) = plans
+            assert runs is not None and max(run.kv_len for run in runs) == 704
         np.testing.assert_allclose(to_numpy(eager), predicted, rtol=1e-5, atol=1e-5)
         results.append((history.history["loss"], predicted))
     (loss_full, predicted_full), (loss_skip, predicted_skip) = results
