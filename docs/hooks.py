@@ -7,6 +7,8 @@ results under `benchmarks/results/`. At build time this hook
   `generated/grid.png`, `generated/examples/jax/dates_attention.png`);
 - replaces `<!-- generated: benchmark-tables -->` with the tables the
   benchmark wrote (`benchmarks/results/grid.md`),
+  `<!-- generated: skip-tables -->` with the tables of skipping padding
+  (`benchmarks/results/skip/grid.md`, from `grid.py --parts skip`),
   `<!-- generated: gpu-tables -->` with the GPU page that
   `benchmarks/gpu_report.py` wrote (`benchmarks/results/gpu/gpu.md`), and
   `<!-- generated: examples-table -->` with a table built from the examples'
@@ -37,6 +39,7 @@ def on_files(files, config):
 def on_page_markdown(markdown, page, config, files):
     replacements = {
         "<!-- generated: benchmark-tables -->": _benchmark_tables,
+        "<!-- generated: skip-tables -->": _skip_tables,
         "<!-- generated: gpu-tables -->": _gpu_tables,
         "<!-- generated: examples-table -->": _examples_table,
     }
@@ -48,6 +51,14 @@ def on_page_markdown(markdown, page, config, files):
 
 def _benchmark_tables():
     return _generated_page(RESULTS / "grid.md", "No benchmark tables", "nox -s bench")
+
+
+def _skip_tables():
+    return _generated_page(
+        RESULTS / "skip" / "grid.md",
+        "No tables of skipping padding",
+        "python benchmarks/grid.py --only torch --parts skip --out benchmarks/results/skip",
+    )
 
 
 def _gpu_tables():
