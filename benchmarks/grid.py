@@ -484,6 +484,14 @@ def keras_math(q, k, v, value_mask, scale=1.0):
     return ops.matmul(ops.softmax(scores, axis=-1), v)
 
 
+def _in_ms(timings):
+    """A row's `median_ms` and `samples_ms` (in round order) from `measure`'s timings."""
+    return dict(
+        median_ms={name: 1000 * t[0] for name, t in timings.items()},
+        samples_ms={name: [1000 * x for x in t[3]] for name, t in timings.items()},
+    )
+
+
 def measure_modes(variants, inputs, rounds, min_sample_s, min_total_s=0.0):
     """{mode: `measure`'s timings} of `variants` (name -> function of
     `inputs`), compiled as the grid's cells are, in each of `MODES`."""
@@ -555,8 +563,7 @@ def worker_overhead(spec, base):
             mask="padding",
             mode=mode,
             rounds=timings["kernel"][2],
-            median_ms={name: 1000 * t[0] for name, t in timings.items()},
-            samples_ms={name: [1000 * x for x in t[3]] for name, t in timings.items()},
+            **_in_ms(timings),
         )
 
 
@@ -590,8 +597,7 @@ def worker_guard(spec, base):
                     D=dim,
                     mask="padding",
                     mode=mode,
-                    median_ms={name: 1000 * t[0] for name, t in timings.items()},
-                    samples_ms={name: [1000 * x for x in t[3]] for name, t in timings.items()},
+                    **_in_ms(timings),
                     rounds=timings["keras_math"][2],
                 )
 
@@ -666,8 +672,7 @@ def worker_skip(spec, base):
                         mode=mode,
                         # The (query, key) pairs that are not padding, of all.
                         real_pairs=float(np.mean(real * real if query_mask is not None else real)),
-                        median_ms={name: 1000 * t[0] for name, t in timings.items()},
-                        samples_ms={name: [1000 * x for x in t[3]] for name, t in timings.items()},
+                        **_in_ms(timings),
                         rounds=timings["auto"][2],
                     )
 
