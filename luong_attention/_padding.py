@@ -96,7 +96,7 @@ def plan(key_mask, query_keep, *, shape, rank, trim_queries, options=SkipOptions
         runs = [Run(0, batch, int(q_need.max()), int(kv_need.max()))]
     else:
         runs = _split(q_need, kv_need, call)
-    if len(runs) == 1 and runs[0][2:] == (q_len, kv_len):
+    if len(runs) == 1 and (runs[0].q_len, runs[0].kv_len) == (q_len, kv_len):
         return None
     return runs
 

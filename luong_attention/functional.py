@@ -89,17 +89,20 @@ def luong_attention(
             known when traced.
         blocked_options: a `luong_attention.kernels.BlockedOptions`, the
             tuning knobs of the blocked path (block size, thresholds).
-        skip_padded_keys: compute each batch element only up to its last
-            key that a mask leaves visible (in blocks of 64 keys), so a
-            padded batch costs about its real tokens. It reads the masks'
-            values, so it skips in eager calls only (PyTorch's default;
-            `run_eagerly=True` on JAX and TensorFlow); a traced call
-            (`jit`, `tf.function`, `torch.export`) computes every key. The
-            result is the same either way. Leave it off for a TorchScript
-            trace (Keras's ONNX export on PyTorch), which would record the
-            traced batch's lengths.
+        skip_padded_keys: compute each element of the first batch dim only
+            up to its last key that the value, key or attention mask leaves
+            visible, and its last query row that `query_mask` keeps (unless
+            the weights are returned), in blocks of 64, so a long padded
+            batch costs about its real tokens; results are those computed
+            in full, up to float rounding. It reads the masks' values, so it
+            skips in eager calls only (PyTorch's default; `run_eagerly=True`
+            on JAX and TensorFlow); a traced call (`jit`, `tf.function`,
+            `torch.export`) and a call of little work compute in full.
+            Leave it off for a TorchScript trace (Keras's ONNX export on
+            PyTorch), which would record the traced batch's lengths.
         skip_options: a `luong_attention.functional.SkipOptions`, the tuning
-            knobs of `skip_padded_keys` (block size, cost of a kernel call).
+            knobs of `skip_padded_keys` (block, cost of a kernel call, least
+            work worth planning).
 
     Returns:
         The `(batch..., Tq, dim_v)` output, and the weights when

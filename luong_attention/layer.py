@@ -9,6 +9,7 @@ from luong_attention import _validation, functional
 # 0: no "config_version" key: this package before versioning, and the config
 #    of `keras.layers.Attention` (same keys; missing ones take defaults).
 # 1: adds "config_version".
+# 2: adds "skip_padded_keys".
 # `from_config` reads every version up to this one; to change the config,
 # bump it and add a step to `_MIGRATIONS` that turns the previous one into it.
 CONFIG_VERSION = 2
@@ -67,13 +68,14 @@ class LuongAttention(keras.layers.Layer):
             and `enable_flash_attention()` (the fused path wherever it can).
         skip_padded_keys: If `True`, each sequence of the batch is computed
             only up to its last key that the value or key mask leaves
-            visible (in blocks of 64 keys), so a padded batch costs about
-            its real tokens; the result is the same. It reads the masks'
-            values, so it skips in eager calls only (PyTorch's default, or
-            `run_eagerly=True`); traced calls compute every key. Leave it
-            off when exporting to ONNX on PyTorch (a TorchScript trace,
-            which would record the traced batch's lengths). Defaults to
-            `False`.
+            visible and its last query row that the query mask keeps (in
+            blocks of 64), so a long padded batch costs about its real
+            tokens; results are those computed in full, up to float
+            rounding. It reads the masks' values, so it skips in eager
+            calls only (PyTorch's default, or `run_eagerly=True`); traced
+            calls and calls of little work compute in full. Leave it off
+            when exporting to ONNX on PyTorch (a TorchScript trace, which
+            would record the traced batch's lengths). Defaults to `False`.
         **kwargs: Base layer arguments, such as `name` and `dtype`.
 
     Call arguments:
@@ -311,7 +313,7 @@ def _from_version_0(config):
 
 def _from_version_1(config):
     """Version 2 added `skip_padded_keys`; older layers computed every key."""
-    return {**config, "skip_padded_keys": config.get("skip_padded_keys", False)}
+    return {"skip_padded_keys": False, **config}
 
 
 # `_MIGRATIONS[n]` turns a version-n config into a version-(n + 1) one.
