@@ -10,8 +10,9 @@ its real tokens. Runs are contiguous, so each is a slice of the inputs (no
 copy): a new run pays one more kernel call, and the split weighs that cost
 against the work it saves. A batch ordered by length (bucketed) splits best.
 
-Reading values needs an eager call: a traced one (`jax.jit`,
-`tf.function`, `torch.export`) has none, gets None here and computes
+Reading values needs an eager call: a traced one has none (`jax.jit`,
+`tf.function`, `torch.export`) or symbolic sizes (TorchScript's trace, which
+Keras's ONNX export runs on PyTorch), gets None here and computes
 everything, with the same result.
 """
 
@@ -77,7 +78,7 @@ def plan(key_mask, query_keep, *, shape, rank, trim_queries, options=SkipOptions
         trim_queries: whether rows that `query_keep` drops may be skipped.
         options: a `SkipOptions`.
     """
-    if not all(isinstance(d, int) for d in shape):
+    if not all(isinstance(d, int) for d in shape):  # traced with symbolic sizes
         return None
     batch, q_len, kv_len, depth = shape
     if max(q_len, kv_len) <= options.block or batch * q_len * kv_len * 2 * depth < options.min_work:

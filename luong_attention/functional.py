@@ -97,9 +97,8 @@ def luong_attention(
             in full, up to float rounding. It reads the masks' values, so it
             skips in eager calls only (PyTorch's default; `run_eagerly=True`
             on JAX and TensorFlow); a traced call (`jit`, `tf.function`,
-            `torch.export`) and a call of little work compute in full.
-            Leave it off for a TorchScript trace (Keras's ONNX export on
-            PyTorch), which would record the traced batch's lengths.
+            `torch.export`, TorchScript's trace) and a call of little work
+            compute in full, so exported models do too.
         skip_options: a `luong_attention.functional.SkipOptions`, the tuning
             knobs of `skip_padded_keys` (block, cost of a kernel call, least
             work worth planning).

@@ -73,9 +73,8 @@ class LuongAttention(keras.layers.Layer):
             tokens; results are those computed in full, up to float
             rounding. It reads the masks' values, so it skips in eager
             calls only (PyTorch's default, or `run_eagerly=True`); traced
-            calls and calls of little work compute in full. Leave it off
-            when exporting to ONNX on PyTorch (a TorchScript trace, which
-            would record the traced batch's lengths). Defaults to `False`.
+            calls (exports included) and calls of little work compute in
+            full. Defaults to `False`.
         **kwargs: Base layer arguments, such as `name` and `dtype`.
 
     Call arguments:

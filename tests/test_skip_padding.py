@@ -267,6 +267,47 @@ def test_a_mask_without_the_batch_dim_is_shared_by_every_run():
         np.testing.assert_allclose(to_numpy(skipped), to_numpy(full), rtol=1e-5, atol=1e-6)
 
 
+def _traced(fn, example):
+    """`fn` traced by each of the backend's tracers that take it: (name, traced fn)."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return [("jax.jit", jax.jit(fn))]
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return [("tf.function", tf.function(fn))]
+    import torch
+
+    class Module(torch.nn.Module):
+        def forward(self, *args):
+            return fn(*args)
+
+    tensors = tuple(torch.from_numpy(x) for x in example)
+    exported = torch.export.export(Module(), tensors).module()
+    # TorchScript's trace is what Keras's ONNX export runs on PyTorch.
+    with pytest.warns(torch.jit.TracerWarning):  # from the layer's own Python checks
+        scripted = torch.jit.trace(Module(), tensors, check_trace=False)
+    return [("torch.export", exported), ("torch.jit.trace", scripted)]
+
+
+def test_a_traced_call_computes_in_full():
+    """A trace must not keep the lengths of the batch it was traced with."""
+
+    def attend(q, k, v, value_mask):
+        return luong_attention(
+            q, v, k, value_mask=value_mask, skip_padded_keys=True, skip_options=SKIP
+        )
+
+    q, k, v, value_mask = _inputs(nan_in_padding=False)
+    short = np.arange(T) < np.array([1, 1, 2, 1, 1])[:, None]  # traced with: most keys padding
+    for name, traced in _traced(attend, (q, k, v, short)):
+        got = to_numpy(traced(*(ops.convert_to_tensor(x) for x in (q, k, v, value_mask))))
+        expected, _ = reference_attention(q, v, k, value_mask=value_mask)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
 # --- the layer -----------------------------------------------------------------
 
 
