@@ -92,7 +92,6 @@ E2E_VARIANTS = ("keras_attention", "luong_attention")
 PARTS = ("grid", "matmul", "e2e", "overhead", "guard", "skip")
 GUARD_LENGTHS = (16, 64)
 SKIP_LENGTHS = (256, 1024)
-SKIP_VARIANTS = ("auto", "auto_skip", "keras_attention", "keras_dpa")
 # --quick: enough cells to run every part of the pipeline in a minute or two
 # per backend; T=256 calibrates the full-run estimate.
 QUICK = dict(

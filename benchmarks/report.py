@@ -31,6 +31,8 @@ BACKENDS = ("jax", "torch", "tensorflow")
 PATHS = ("reference", "fused", "blocked")
 VARIANTS = ("auto", *PATHS, "keras_attention", "keras_dpa")
 PARTS = ("grid", "matmul", "e2e", "overhead", "guard", "skip")  # as in grid.py
+# The variants of grid.py's skip part, in the columns of its table.
+SKIP_VARIANTS = ("auto", "auto_skip", "keras_attention", "keras_dpa")
 MASKS = ("none", "padding", "causal", "causal+padding")
 MODES = {"fwd": "infer", "fwd+bwd": "train"}
 DTYPES = {"float32": "float32", "bfloat16": "low", "float16": "low"}
@@ -382,7 +384,7 @@ def skip_table(results):
         skipping = row["auto_skip"]
         lines.append(
             f"| {r['T']} | {r['masks']} | {r['order']} | {r['mode']} | {r['real_pairs']:.2f} | "
-            + " | ".join(_fmt(ms[v]) for v in ("auto", "auto_skip", "keras_attention", "keras_dpa"))
+            + " | ".join(_fmt(ms[v]) for v in SKIP_VARIANTS)
             + f" | {_fmt(paired_ratio(skipping, row['auto']))} "
             f"| {_fmt_interval(median_interval(paired_ratios(skipping, row['auto'])))} "
             f"| {_fmt(paired_ratio(skipping, row['keras_attention']))} "

@@ -64,7 +64,7 @@ class Run(NamedTuple):
     kv_len: int
 
 
-def plan(key_mask, query_keep, *, shape, rank, trim_queries, options=SkipOptions()):
+def plan(key_mask, query_keep, *, shape, rank, trim_queries, options):
     """The runs of a call, or None when there is nothing to skip.
 
     Args:
@@ -110,7 +110,7 @@ def _needed(mask, sizes, rank, axis, block):
     `axis`, or the call is traced (no values to read).
     """
     batch, length = sizes
-    if mask is None or len(mask.shape) != rank or (mask.shape[0], mask.shape[axis]) != sizes:
+    if not carries_batch(mask, rank, batch) or mask.shape[axis] != length:
         return None
     other = tuple(a for a in range(1, len(mask.shape)) if a != len(mask.shape) + axis)
     seen = ops.any(mask, axis=other)  # (batch, length)
@@ -124,6 +124,14 @@ def _needed(mask, sizes, rank, axis, block):
     # as they would in full, and no path is handed an empty input.
     needed = np.clip(-(-last // block) * block, min(block, length), length)
     return None if needed.min() == length else needed
+
+
+def carries_batch(x, rank, batch):
+    """Whether `x` has the call's first batch dim (else it is None or broadcast over it).
+
+    A tensor of lower rank than the call's query lacks leading batch dims.
+    """
+    return x is not None and len(x.shape) == rank and x.shape[0] == batch
 
 
 def _split(q_need, kv_need, call):

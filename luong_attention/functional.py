@@ -291,8 +291,8 @@ def _by_runs(compute, query, prepared, runs, *, with_weights):
     def pieces(x):
         """`x` split into the runs' elements: one op, whose gradient is one concatenation
         (a slice per run would give each run's gradient the whole input's size)."""
-        if x is None or len(x.shape) != rank or x.shape[0] != batch:
-            return [x] * len(runs)  # broadcast over the batch
+        if not _padding.carries_batch(x, rank, batch):
+            return [x] * len(runs)  # None, or broadcast over the batch
         if len(runs) == 1:
             return [x]
         return ops.split(x, [run.stop for run in runs[:-1]], axis=0)

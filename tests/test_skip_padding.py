@@ -236,18 +236,28 @@ def test_output_and_weights_match_the_numpy_reference():
     np.testing.assert_allclose(to_numpy(weights), expected_weights, rtol=1e-5, atol=1e-6)
 
 
+def _outputs_as_in_full(q, k, v, **kwargs):
+    """Each path's output skipping, checked against its output computed in full."""
+    outputs = []
+    for implementation in supported_paths():
+        full = luong_attention(q, v, k, implementation=implementation, **kwargs)
+        skipped = luong_attention(
+            q, v, k, implementation=implementation, skip_padded_keys=True, skip_options=SKIP,
+            **kwargs,
+        )  # fmt: skip
+        np.testing.assert_allclose(to_numpy(skipped), to_numpy(full), rtol=1e-5, atol=1e-6)
+        outputs.append(skipped)
+    return outputs
+
+
 def test_heads_and_a_query_broadcast_over_the_batch():
     rng = np.random.default_rng(1)
     q = rng.standard_normal((1, 2, T, D)).astype("float32")  # one query for the batch
     k = rng.standard_normal((B, 2, T, D)).astype("float32")
     v = rng.standard_normal((B, 2, T, D)).astype("float32")
     value_mask = np.arange(T) < LENGTHS[:, None]  # (batch, Tv), shared by the heads
-    for implementation in supported_paths():
-        kwargs = {"value_mask": value_mask, "implementation": implementation}
-        full = luong_attention(q, v, k, **kwargs)
-        skipped = luong_attention(q, v, k, skip_padded_keys=True, skip_options=SKIP, **kwargs)
+    for skipped in _outputs_as_in_full(q, k, v, value_mask=value_mask):
         assert tuple(skipped.shape) == (B, 2, T, D)
-        np.testing.assert_allclose(to_numpy(skipped), to_numpy(full), rtol=1e-5, atol=1e-6)
 
 
 def test_a_mask_without_the_batch_dim_is_shared_by_every_run():
@@ -258,13 +268,7 @@ def test_a_mask_without_the_batch_dim_is_shared_by_every_run():
         "query_mask": np.arange(T) < np.array([9, 2, 5])[:, None],  # runs by query rows
         "attention_mask": rng.random((3, T, T)) < 0.6,  # per head, not per sequence
     }
-    for implementation in supported_paths():
-        full = luong_attention(q, v, k, implementation=implementation, **kwargs)
-        skipped = luong_attention(
-            q, v, k, implementation=implementation, skip_padded_keys=True, skip_options=SKIP,
-            **kwargs,
-        )  # fmt: skip
-        np.testing.assert_allclose(to_numpy(skipped), to_numpy(full), rtol=1e-5, atol=1e-6)
+    _outputs_as_in_full(q, k, v, **kwargs)
 
 
 def _traced(fn, example):
