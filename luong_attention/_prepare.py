@@ -2,9 +2,9 @@
 
 - Batch dims: inputs of lower rank get leading size-1 dims; for the paths
   that flatten the batch (fused, blocked) size-1 dims are broadcast out.
-- Masks: every key-side mask ANDed into one boolean mask; keys and values
-  that no query may see are zeroed, so a NaN or inf in padding never
-  reaches the output.
+- Masks: every key-side mask ANDed into one boolean mask; with
+  `nan_safe_padding`, keys and values that no query may see are zeroed, so
+  a NaN or inf in padding never reaches the output.
 - Precision: the dtypes each path computes in (scores and softmax in
   float32 under float16/bfloat16).
 - Scores: `W_a` (the "general" score) folded into the query, and for the
@@ -37,6 +37,7 @@ class Prepared(NamedTuple):
     mask: Any  # boolean, broadcastable to (batch..., Tq, Tv); no causal part
     causal_offset: Any  # None when not causal; else key j is seen by row i iff j <= i + offset
     query_keep: Any  # boolean (batch..., Tq, 1), or None: output rows to keep
+    zeroed: bool  # the keys and values `mask` hides (by a value or key mask) are zeros
 
 
 def working_dtypes(path, dtype, *, fused_float32):
@@ -56,12 +57,13 @@ def working_dtypes(path, dtype, *, fused_float32):
     return dtype, dtype
 
 
-def prepare(query, value, key, masks, *, batch_shape, causal_offset, flat_batch):
+def prepare(query, value, key, masks, *, batch_shape, causal_offset, flat_batch, zero_masked):
     """Returns the `Prepared` tensors of a call.
 
     `batch_shape` is the static broadcast batch shape (from validation);
     `flat_batch` says whether the path needs every input at that full batch
-    shape (it flattens the batch dims).
+    shape (it flattens the batch dims); `zero_masked` whether the keys and
+    values the value and key masks hide are zeroed (`nan_safe_padding`).
     """
     batch_rank = len(batch_shape)
     ranks = (len(query.shape), len(value.shape), len(key.shape))
@@ -73,7 +75,8 @@ def prepare(query, value, key, masks, *, batch_shape, causal_offset, flat_batch)
     for mask, rank in ((masks.value, ranks[1]), (masks.key, ranks[2])):
         if mask is not None:
             key_mask = _masks.conjoin(key_mask, _masks.sequence_mask(mask, rank, batch_rank))
-    if key_mask is not None:
+    zeroed = key_mask is not None and zero_masked
+    if zeroed:
         keep = key_mask[..., None]
         key_is_value = key is value
         value = ops.where(keep, value, 0.0)
@@ -90,6 +93,7 @@ def prepare(query, value, key, masks, *, batch_shape, causal_offset, flat_batch)
         mask=_masks.key_side_mask(key_mask, masks.attention),
         causal_offset=causal_offset,
         query_keep=query_keep,
+        zeroed=zeroed,
     )
 
 

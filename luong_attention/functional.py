@@ -46,6 +46,7 @@ def luong_attention(
     blocked_options=None,
     skip_padded_keys=False,
     skip_options=None,
+    nan_safe_padding=False,
 ):
     """Dot-product (Luong) attention of `query` over `value`.
 
@@ -59,9 +60,7 @@ def luong_attention(
         query_mask: boolean `(batch..., Tq)` (or a prefix such as
             `(batch_size, Tq)`); output rows where it is False are zero.
         value_mask: boolean `(batch..., Tv)` (or a prefix); keys where it is
-            False get no weight, and their keys and values are zeroed first,
-            so a NaN or inf there never reaches the output. Int and float
-            masks count nonzero as True.
+            False get no weight. Int and float masks count nonzero as True.
         key_mask: like `value_mask`; a key counts only where both are True.
         attention_mask: boolean, broadcastable to `(batch..., Tq, Tv)`.
         causal: if True, query i attends only to the keys before it.
@@ -102,6 +101,12 @@ def luong_attention(
         skip_options: a `luong_attention.functional.SkipOptions`, the tuning
             knobs of `skip_padded_keys` (block, cost of a kernel call, least
             work worth planning).
+        nan_safe_padding: zero the keys and values that `value_mask` and
+            `key_mask` hide before any arithmetic, so a NaN or inf there
+            never reaches the output or the gradients. That is one more pass
+            over the keys and the values, which short sequences notice; off
+            (the default), a NaN or inf in padding reaches the output as it
+            does in `keras.layers.Attention`.
 
     Returns:
         The `(batch..., Tq, dim_v)` output, and the weights when
@@ -130,6 +135,7 @@ def luong_attention(
         blocked_options,
         skip_padded_keys,
         skip_options,
+        nan_safe_padding,
     )
     score_weights = (scale, concat_score_weight, general_score_weight)
     signature = _signature((query, value, key), masks, score_weights, options)
@@ -162,6 +168,7 @@ def luong_attention(
         batch_shape=batch_shape,
         causal_offset=_causal_offset(options.causal, options.causal_alignment, query, key),
         flat_batch=path != "reference",
+        zero_masked=options.nan_safe_padding,
     )
     if score_dtype != call.dtype or value_dtype != call.dtype:
         prepared = _prepare.cast_for_path(prepared, score_dtype, value_dtype)
@@ -223,17 +230,19 @@ def _compute(
     """`(output, weights)` of the prepared call on `path`; weights only from the reference path."""
     weights = None
     if path == "reference":
-        # Value and key masks zero the values they hide, so a row they leave
-        # without a key averages zeros. The causal mask scores the keys it
-        # hides lower still, so a row left only padded keys by it and a key
-        # mask averages zeros too, if every row sees key 0 (no row is left
-        # only the unzeroed keys it hides). An attention mask hides unzeroed
-        # values.
+        # Zeroed by `nan_safe_padding`, the values that value and key masks
+        # hide make a row they leave without a key average zeros. The causal
+        # mask scores the keys it hides lower still, so a row left only
+        # padded keys by it and a key mask averages zeros too, if every row
+        # sees key 0 (no row is left only the unzeroed keys it hides). An
+        # attention mask hides unzeroed values.
         empty_rows = None
         if options.return_attention_scores:
             empty_rows = "weights"
-        elif attention_mask or (
-            options.causal and not _masks.sees_first_key(prepared.causal_offset)
+        elif (
+            attention_mask
+            or (prepared.mask is not None and not prepared.zeroed)
+            or (options.causal and not _masks.sees_first_key(prepared.causal_offset))
         ):
             empty_rows = "output"
         output, weights = reference_attention(
@@ -248,7 +257,9 @@ def _compute(
             dropout=dropout,
             seed=seed,
             empty_rows=empty_rows,
-            # Value and key masks zero the keys they hide (see `_prepare`).
+            # A bias on the scores, as Keras's layer adds one: it hides
+            # zeroed keys, and unzeroed ones with finite scores below 1e29
+            # (a NaN there stays, as in Keras, without `nan_safe_padding`).
             mask_as_bias=not attention_mask,
             join_masks=quirks["reference_join_masks"],
         )
@@ -366,6 +377,7 @@ class _Options(NamedTuple):
     blocked_options: BlockedOptions | None
     skip_padded_keys: bool
     skip_options: SkipOptions | None
+    nan_safe_padding: bool
 
 
 class _Checked(NamedTuple):
@@ -443,6 +455,7 @@ def _check_call(inputs, masks, score_weights, options):
             options.return_attention_scores, "return_attention_scores"
         ),
         skip_padded_keys=_validation.as_flag(options.skip_padded_keys, "skip_padded_keys"),
+        nan_safe_padding=_validation.as_flag(options.nan_safe_padding, "nan_safe_padding"),
     )
     query, value, key = (ops.convert_to_tensor(t) if t is not None else None for t in inputs)
     key = value if key is None else key

@@ -10,9 +10,11 @@ from luong_attention import _validation, functional
 #    of `keras.layers.Attention` (same keys; missing ones take defaults).
 # 1: adds "config_version".
 # 2: adds "skip_padded_keys".
+# 3: adds "nan_safe_padding" (before it, padded keys and values were always
+#    zeroed).
 # `from_config` reads every version up to this one; to change the config,
 # bump it and add a step to `_MIGRATIONS` that turns the previous one into it.
-CONFIG_VERSION = 2
+CONFIG_VERSION = 3
 
 
 @keras.saving.register_keras_serializable(package="luong_attention")
@@ -75,6 +77,13 @@ class LuongAttention(keras.layers.Layer):
             calls only (PyTorch's default, or `run_eagerly=True`); traced
             calls (exports included) and calls of little work compute in
             full. Defaults to `False`.
+        nan_safe_padding: If `True`, the keys and values that the value or
+            key mask hides are zeroed before any arithmetic, so a NaN or inf
+            in padding never reaches the output or the gradients. That is
+            one more pass over the keys and the values, which short
+            sequences notice. If `False`, a NaN or inf in padding reaches
+            the output as it does in `keras.layers.Attention`. Defaults to
+            `False`.
         **kwargs: Base layer arguments, such as `name` and `dtype`.
 
     Call arguments:
@@ -124,11 +133,13 @@ class LuongAttention(keras.layers.Layer):
         causal_alignment="top_left",
         implementation="auto",
         skip_padded_keys=False,
+        nan_safe_padding=False,
         **kwargs,
     ):
         use_scale = _validation.as_flag(use_scale, "use_scale")
         causal = _validation.as_flag(causal, "causal")
         skip_padded_keys = _validation.as_flag(skip_padded_keys, "skip_padded_keys")
+        nan_safe_padding = _validation.as_flag(nan_safe_padding, "nan_safe_padding")
         _validation.check_option("score_mode", score_mode, _validation.SCORE_MODES)
         _validation.check_option(
             "causal_alignment", causal_alignment, _validation.CAUSAL_ALIGNMENTS
@@ -145,6 +156,7 @@ class LuongAttention(keras.layers.Layer):
         self.causal_alignment = causal_alignment
         self.implementation = implementation
         self.skip_padded_keys = skip_padded_keys
+        self.nan_safe_padding = nan_safe_padding
         self.seed_generator = keras.random.SeedGenerator(seed=seed) if dropout > 0 else None
         self.scale = None
         self.concat_score_weight = None
@@ -212,6 +224,7 @@ class LuongAttention(keras.layers.Layer):
             return_attention_scores=return_attention_scores,
             implementation=self.implementation,
             skip_padded_keys=self.skip_padded_keys,
+            nan_safe_padding=self.nan_safe_padding,
         )
 
     def compute_mask(self, inputs, mask=None):
@@ -277,6 +290,7 @@ class LuongAttention(keras.layers.Layer):
             "causal_alignment": self.causal_alignment,
             "implementation": self.implementation,
             "skip_padded_keys": self.skip_padded_keys,
+            "nan_safe_padding": self.nan_safe_padding,
             "config_version": CONFIG_VERSION,
         }
         return {**super().get_config(), **config}
@@ -315,8 +329,13 @@ def _from_version_1(config):
     return {"skip_padded_keys": False, **config}
 
 
+def _from_version_2(config):
+    """Version 3 added `nan_safe_padding`; older layers always zeroed padding."""
+    return {"nan_safe_padding": True, **config}
+
+
 # `_MIGRATIONS[n]` turns a version-n config into a version-(n + 1) one.
-_MIGRATIONS = (_from_version_0, _from_version_1)
+_MIGRATIONS = (_from_version_0, _from_version_1, _from_version_2)
 
 
 def _keras_attention_entry(store):

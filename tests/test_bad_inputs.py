@@ -521,16 +521,16 @@ CASES = {
         fn(with_nan(Q, (0, 1, 2), np.inf), V, K, causal=True),
         equals(clean(key=K, causal=True), nan_rows=ROW_0_1),
     ),
-    "NaN in a masked value reaches nothing": (
-        fn(Q, with_nan(V, (0, 4, 1)), K, value_mask=VALUE_MASK),
+    "with nan_safe_padding, NaN in a masked value reaches nothing": (
+        fn(Q, with_nan(V, (0, 4, 1)), K, value_mask=VALUE_MASK, nan_safe_padding=True),
         equals(clean(key=K, value_mask=VALUE_MASK)),
     ),
-    "NaN in a masked key reaches nothing": (
-        fn(Q, V, with_nan(K, (0, 3, 0)), key_mask=VALUE_MASK),
+    "with nan_safe_padding, NaN in a masked key reaches nothing": (
+        fn(Q, V, with_nan(K, (0, 3, 0)), key_mask=VALUE_MASK, nan_safe_padding=True),
         equals(clean(key=K, key_mask=VALUE_MASK)),
     ),
-    "inf in a masked value reaches nothing": (
-        fn(Q, with_nan(V, (0, 4, 1), -np.inf), value_mask=VALUE_MASK),
+    "with nan_safe_padding, inf in a masked value reaches nothing": (
+        fn(Q, with_nan(V, (0, 4, 1), -np.inf), value_mask=VALUE_MASK, nan_safe_padding=True),
         equals(clean(value_mask=VALUE_MASK)),
     ),
     "NaN in an unmasked value stays in its batch element": (
@@ -593,11 +593,25 @@ def test_nan_in_a_blocked_row_stays_in_its_row_when_blocks_are_chained():
     np.testing.assert_allclose(output[0, 1:], expected[0, 1:], rtol=1e-5, atol=1e-5)
 
 
-def test_nan_in_padding_gives_finite_gradients():
+@pytest.mark.parametrize("implementation", supported_paths())
+def test_nan_in_padding_reaches_the_output_by_default_as_in_keras(implementation):
+    """Without `nan_safe_padding`, a NaN in a masked value reaches the output
+    of its sequence, as in `keras.layers.Attention` (which entries depends on
+    the backend's matrix product), and no other sequence."""
+    value = with_nan(V, (0, 4, 1))
+    ours = to_numpy(
+        LuongAttention(implementation=implementation)([Q, value], mask=[None, VALUE_MASK])
+    )
+    theirs = to_numpy(keras.layers.Attention()([Q, value], mask=[None, VALUE_MASK]))
+    assert np.isnan(ours[0]).any() and np.isnan(theirs[0]).any()
+    np.testing.assert_allclose(ours[1], theirs[1], rtol=1e-5, atol=1e-6)
+
+
+def test_nan_in_padding_gives_finite_gradients_with_nan_safe_padding():
     value = with_nan(V, (0, 4, 1))
 
     def loss(value):
-        out = luong_attention(Q, value, value_mask=VALUE_MASK, training=True)
+        out = luong_attention(Q, value, value_mask=VALUE_MASK, training=True, nan_safe_padding=True)
         return ops.sum(out)
 
     _, (grad,) = value_and_grad(loss, value)

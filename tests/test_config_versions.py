@@ -50,6 +50,9 @@ def test_keras_files_of_every_config_version_load(path):
     # Version 2 added skip_padded_keys (the fixture turns it on); older files compute every key.
     version = int(re.search(r"_v(\d+)\.keras$", path.name).group(1))
     assert config["skip_padded_keys"] is (version >= 2)
+    # Version 3 added nan_safe_padding (the fixture writes False, the
+    # default); older layers always zeroed padded keys and values.
+    assert config["nan_safe_padding"] is (version < 3)
     output = to_numpy(model([data["query"], data["value"]]))
     np.testing.assert_allclose(output, data["output"], rtol=1e-5, atol=1e-6)
 

@@ -128,27 +128,32 @@ def test_bottom_right_rows_without_keys_are_zero(implementation, blocks):
 @pytest.mark.parametrize("implementation", ("reference", *FAST))
 @pytest.mark.parametrize("causal", CAUSAL[1:], ids=CAUSAL_IDS[1:])
 @pytest.mark.parametrize("lengths", [(TQ, TV), (TV, TQ)], ids=["tq<tv", "tq>tv"])
+@pytest.mark.parametrize("nan_safe", [True, False], ids=["nan_padding", "finite_padding"])
 def test_causal_with_leading_padding_rows_without_keys_are_zero(
-    implementation, causal, lengths, blocks
+    implementation, causal, lengths, nan_safe, blocks
 ):
-    """Rows whose visible keys are all padding give zeros, NaN in padding or not.
+    """Rows whose visible keys are all padding give zeros, with NaN in
+    padding (`nan_safe_padding=True`) or finite values there (the default).
 
-    With only value masks and the causal mask (no attention mask) the
-    reference path zeroes no row where every row sees key 0: the keys the
-    causal mask hides score below the padded ones, so such a row weighs only
-    padded keys, whose values are zeros. The other paths, checked against
-    it, mask each their own way.
+    With `nan_safe_padding`, only value masks and the causal mask (no
+    attention mask), the reference path zeroes no row where every row sees
+    key 0: the keys the causal mask hides score below the padded ones, so
+    such a row weighs only padded keys, whose values are zeros. Without it
+    the padded values are not zeros, and the row is zeroed. The other paths,
+    checked against it, mask each their own way.
     """
     rng = _rng(7)
     q, k, v = _qkv(rng, tq=lengths[0], tv=lengths[1])
     value_mask = np.ones((B, lengths[1]), bool)
     value_mask[0, :3] = False  # batch 0: the first rows see only padding
     value_mask[1, 1::2] = False
-    k[~value_mask] = np.nan
-    v[~value_mask] = np.inf
+    if nan_safe:
+        k[~value_mask] = np.nan
+        v[~value_mask] = np.inf
+    call = dict(causal, value_mask=value_mask, nan_safe_padding=nan_safe)
     if implementation != "reference":
-        _assert_same(implementation, blocks, q, k, v, value_mask=value_mask, **causal)
-    out = _outputs(implementation, blocks, q, k, v, value_mask=value_mask, **causal)
+        _assert_same(implementation, blocks, q, k, v, **call)
+    out = _outputs(implementation, blocks, q, k, v, **call)
     expected, expected_weights = reference_attention(
         q,
         np.where(value_mask[..., None], v, 0),
@@ -161,16 +166,14 @@ def test_causal_with_leading_padding_rows_without_keys_are_zero(
     np.testing.assert_allclose(out, expected, rtol=2e-5, atol=2e-5)
     np.testing.assert_array_equal(out[empty], 0.0)
     if implementation == "reference":
-        _, grads = _loss_and_grads(implementation, q, k, v, value_mask=value_mask, **causal)
+        _, grads = _loss_and_grads(implementation, q, k, v, **call)
         assert all(np.all(np.isfinite(g)) for g in grads)
         # A zero output row is a constant: no gradient reaches its query.
         np.testing.assert_array_equal(grads[0][empty], 0.0)
         # Nor any padded key or value.
         np.testing.assert_array_equal(grads[1][~value_mask], 0.0)
         np.testing.assert_array_equal(grads[2][~value_mask], 0.0)
-        out, weights = luong_attention(
-            q, v, k, value_mask=value_mask, return_attention_scores=True, **causal
-        )
+        out, weights = luong_attention(q, v, k, return_attention_scores=True, **call)
         np.testing.assert_allclose(to_numpy(out), expected, rtol=2e-5, atol=2e-5)
         np.testing.assert_allclose(to_numpy(weights), expected_weights, rtol=2e-5, atol=2e-5)
 
@@ -418,9 +421,10 @@ def test_causal_mask_matches_numpy(bounds):
 @pytest.mark.parametrize("tq", [3, 12], ids=["tq<dim", "tq>dim"])
 @pytest.mark.parametrize("key_given", [True, False], ids=["key", "no-key"])
 def test_nan_in_masked_keys_stays_out_of_output_and_gradients(implementation, tq, key_given):
-    """NaN and inf in the keys and values a value mask hides reach neither the
-    output nor any gradient: hiding their scores alone would leave
-    `0 * NaN` in the query's gradient, so the hidden keys are zeroed too."""
+    """With `nan_safe_padding`, NaN and inf in the keys and values a value
+    mask hides reach neither the output nor any gradient: hiding their
+    scores alone would leave `0 * NaN` in the query's gradient, so the
+    hidden keys are zeroed too."""
     rng = _rng(11)
     dim = 8
     q, k, v = _qkv(rng, tq=tq, d=dim, dv=dim)
@@ -434,7 +438,7 @@ def test_nan_in_masked_keys_stays_out_of_output_and_gradients(implementation, tq
     )[0]
     v = np.where(hidden, np.inf, v)
     k = np.where(hidden, np.nan, k) if key_given else v
-    call = dict(value_mask=value_mask)
+    call = dict(value_mask=value_mask, nan_safe_padding=True)
     out = to_numpy(
         luong_attention(q, v, k if key_given else None, implementation=implementation, **call)
     )

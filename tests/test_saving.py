@@ -18,6 +18,7 @@ NON_DEFAULT = {
     "causal_alignment": "bottom_right",
     "implementation": "reference",
     "skip_padded_keys": True,
+    "nan_safe_padding": True,
 }
 
 

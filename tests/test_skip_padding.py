@@ -203,9 +203,11 @@ MASKS = {
 
 @pytest.mark.parametrize("masks", MASKS)
 @pytest.mark.parametrize("implementation", supported_paths())
-def test_outputs_and_gradients_are_those_computed_in_full(masks, implementation):
-    q, k, v, value_mask = _inputs()
-    kwargs = MASKS[masks](value_mask)
+@pytest.mark.parametrize("nan_safe", [True, False], ids=["nan_padding", "finite_padding"])
+def test_outputs_and_gradients_are_those_computed_in_full(masks, implementation, nan_safe):
+    """With NaN in padding (and `nan_safe_padding`) or finite values there."""
+    q, k, v, value_mask = _inputs(nan_in_padding=nan_safe)
+    kwargs = dict(MASKS[masks](value_mask), nan_safe_padding=nan_safe)
     full_value, full_grads = _loss_and_grads(q, k, v, implementation, False, **kwargs)
     value, grads = _loss_and_grads(q, k, v, implementation, True, **kwargs)
     assert np.isfinite(value)

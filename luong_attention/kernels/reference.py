@@ -56,7 +56,8 @@ def masked_softmax(scores, mask=None, causal=None, *, mask_as_bias=False, mask_f
     scores as a bias of its own (narrow) shape: cheaper than a select over
     the scores on PyTorch's CPU kernels, with the identity as gradient. A
     bias hides only finite scores below 1e29 in magnitude, so `mask_as_bias`
-    says the caller zeroed the keys `mask` hides; any other mask replaces the
+    says the caller zeroed the keys `mask` hides, or lets a NaN or inf among
+    them reach the row (as Keras's layer does); any other mask replaces the
     scores it hides (a NaN there stays out) with `mask_fill`, a number or a
     float32 tensor broadcastable to the scores (`_masks.causal_fill` for a
     mask joined with the causal one).
@@ -123,7 +124,7 @@ def reference_attention(
             None when the caller knows such a row averages zeroed values
             (every key `mask` hides is zeroed, and every row sees key 0
             under the causal mask: see `CAUSAL_SCORE`).
-        mask_as_bias: the keys `mask` hides were zeroed (see `masked_softmax`).
+        mask_as_bias: add `mask` to the scores as a bias (see `masked_softmax`).
         join_masks: AND a causal and a key mask into one select over the
             scores instead of adding two biases (fewer, larger ops).
     """

@@ -32,6 +32,7 @@ def build_model():
         causal_alignment="bottom_right",
         implementation="reference",
         skip_padded_keys=True,
+        nan_safe_padding=False,
         name="luong",
     )
     model = keras.Model([query, value], layer([query, value]))
