@@ -160,6 +160,10 @@ CASES = {
         construct(causal="yes"),
         Raises(TypeError, r"argument causal.*Received: causal='yes'"),
     ),
+    "constructor nan_safe_padding a string": (
+        construct(nan_safe_padding="yes"),
+        Raises(TypeError, r"argument nan_safe_padding.*Received: nan_safe_padding='yes'"),
+    ),
     "constructor seed a float": (
         construct(seed=1.5),
         Raises(TypeError, r"argument seed.*Received: seed=1.5"),
@@ -258,6 +262,10 @@ CASES = {
         ),
     ),
     # --- the function's options ------------------------------------------------
+    "function nan_safe_padding a list": (
+        fn(Q, V, nan_safe_padding=[True]),
+        Raises(TypeError, r"argument nan_safe_padding.*Received: nan_safe_padding=\[True\]"),
+    ),
     "function score_mode 'bahdanau'": (
         fn(Q, V, score_mode="bahdanau"),
         Raises(ValueError, r"argument score_mode.*Received: score_mode='bahdanau'"),
