@@ -37,7 +37,6 @@ class Prepared(NamedTuple):
     mask: Any  # boolean, broadcastable to (batch..., Tq, Tv); no causal part
     causal_offset: Any  # None when not causal; else key j is seen by row i iff j <= i + offset
     query_keep: Any  # boolean (batch..., Tq, 1), or None: output rows to keep
-    zeroed: bool  # the keys and values `mask` hides (by a value or key mask) are zeros
 
 
 def working_dtypes(path, dtype, *, fused_float32):
@@ -75,8 +74,7 @@ def prepare(query, value, key, masks, *, batch_shape, causal_offset, flat_batch,
     for mask, rank in ((masks.value, ranks[1]), (masks.key, ranks[2])):
         if mask is not None:
             key_mask = _masks.conjoin(key_mask, _masks.sequence_mask(mask, rank, batch_rank))
-    zeroed = key_mask is not None and zero_masked
-    if zeroed:
+    if key_mask is not None and zero_masked:
         keep = key_mask[..., None]
         key_is_value = key is value
         value = ops.where(keep, value, 0.0)
@@ -93,7 +91,6 @@ def prepare(query, value, key, masks, *, batch_shape, causal_offset, flat_batch,
         mask=_masks.key_side_mask(key_mask, masks.attention),
         causal_offset=causal_offset,
         query_keep=query_keep,
-        zeroed=zeroed,
     )
 
 

@@ -235,13 +235,14 @@ def _compute(
         # mask scores the keys it hides lower still, so a row left only
         # padded keys by it and a key mask averages zeros too, if every row
         # sees key 0 (no row is left only the unzeroed keys it hides). An
-        # attention mask hides unzeroed values.
+        # attention mask, or a key mask without the zeroing, hides unzeroed
+        # values.
         empty_rows = None
         if options.return_attention_scores:
             empty_rows = "weights"
         elif (
             attention_mask
-            or (prepared.mask is not None and not prepared.zeroed)
+            or (prepared.mask is not None and not options.nan_safe_padding)
             or (options.causal and not _masks.sees_first_key(prepared.causal_offset))
         ):
             empty_rows = "output"
