@@ -170,11 +170,6 @@ def kernel_options(backend):
       mask is the same values broadcast earlier (not timed on a GPU).
     - blocked `chain_slices`: TensorFlow copies each slice as soon as its
       input is ready, so the slices of every block would exist at once.
-    - reference `join_masks`: a causal and a key mask become one select over
-      the scores, not two added biases: TensorFlow's kernels add a bias
-      broadcast over the batch no faster than they select, and eager
-      PyTorch pays for each op in Python (short sequences are most of the
-      cost there); XLA fuses the biases.
     """
     if backend == "tensorflow":
         float32_dtypes = frozenset(LOW_PRECISION)
@@ -188,5 +183,4 @@ def kernel_options(backend):
         "fused_transpose_heads": backend == "torch",
         "fused_full_mask": backend == "jax" and device_kind() == "gpu",
         "blocked_chain_slices": backend == "tensorflow",
-        "reference_join_masks": backend in ("tensorflow", "torch"),
     }

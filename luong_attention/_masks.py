@@ -123,18 +123,41 @@ def key_side_mask(key_mask, attention_mask):
     return conjoin(mask, as_bool(attention_mask))
 
 
-def rows_with_a_key(mask, causal=None, causal_offset=None):
+def rows_with_a_key(mask, causal_offset=None, *, q_len=None, kv_len=None):
     """Boolean `(..., Tq or 1, 1)`: which query rows see at least one key.
 
-    `mask` is a key-side mask as `key_side_mask` returns and `causal` the
-    `causal_mask` (either may be None); `causal_offset`, when given, is the
-    causal mask's offset. Returns None when every row sees a key: under a
-    causal mask alone with an offset >= 0, row i sees key 0.
+    `mask` is a key-side mask as `key_side_mask` returns (or None), and
+    `causal_offset` that of the causal mask (`causal_mask`), None without
+    one; `q_len` and `kv_len` are the scores' last two dims, which a causal
+    mask needs. Returns None when every row sees a key: under a causal mask
+    alone with an offset >= 0, row i sees key 0.
     """
-    if causal is None:
+    if causal_offset is None:
         return None if mask is None else ops.any(mask, axis=-1, keepdims=True)
     if mask is None:
         if sees_first_key(causal_offset):
             return None
-        return ops.any(causal, axis=-1, keepdims=True)
+        return ops.any(causal_mask(q_len, kv_len, causal_offset), axis=-1, keepdims=True)
+    if mask.shape[-2] == 1 and all(type(n) is int for n in (q_len, kv_len, causal_offset)):
+        return _rows_with_a_key_before(mask, q_len, kv_len, causal_offset)
+    causal = causal_mask(q_len, kv_len, causal_offset)
     return ops.any(ops.logical_and(mask, causal), axis=-1, keepdims=True)
+
+
+def _rows_with_a_key_before(key_mask, q_len, kv_len, offset):
+    """`rows_with_a_key` of a key mask `(batch..., 1, Tv)` and a causal mask
+    with a static offset: row i sees a key iff one of keys `0..i + offset`
+    is shown, a running count over the narrow key mask (not a reduction of
+    its `(Tq, Tv)` AND with the causal mask) read at column `i + offset`."""
+    seen = ops.cumsum(key_mask, axis=-1)  # int32 on every backend
+    # Rows before the first key see none (count 0); rows past the last, all.
+    start, stop = max(offset, 0), max(min(q_len + offset, kv_len), 0)
+    parts = [seen if (start, stop) == (0, kv_len) else seen[..., start:stop]]
+    if offset < 0:
+        parts.insert(0, ops.zeros((*seen.shape[:-1], min(-offset, q_len)), "int32"))
+    if q_len + offset > kv_len:
+        extra = min(q_len + offset - kv_len, q_len)
+        parts.append(ops.repeat(seen[..., -1:], extra, axis=-1))
+    seen = parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=-1)
+    # The operator, not `ops.greater`: no conversion of the 0 per call.
+    return ops.swapaxes(seen > 0, -1, -2)

@@ -262,7 +262,6 @@ def _compute(
             # zeroed keys, and unzeroed ones with finite scores below 1e29
             # (a NaN there stays, as in Keras, without `nan_safe_padding`).
             mask_as_bias=not attention_mask,
-            join_masks=quirks["reference_join_masks"],
         )
     elif path == "fused":
         output = fused_attention(

@@ -16,7 +16,7 @@ from keras import ops
 
 from luong_attention import LuongAttention, _dispatch, _masks, _validation, luong_attention
 from luong_attention.kernels.fused import fused_attention
-from luong_attention.kernels.reference import masked_softmax
+from luong_attention.kernels.reference import CAUSAL_SCORE, masked_softmax
 from tests.helpers import small_blocks, supported_paths, to_numpy, value_and_grad
 from tests.reference import reference_attention
 
@@ -358,10 +358,11 @@ def test_supported_paths_pins_what_each_path_runs():
 
 @pytest.mark.parametrize("offset", [None, 0, -1], ids=["no_causal", "top_left", "rows_empty"])
 def test_masked_softmax_forms_agree(offset):
-    """Selects, added biases and one joined select give the same weights.
+    """Selects and added biases (the causal mask's as a constant) give the same weights.
 
-    Each backend runs one form in its calls (see `_dispatch.kernel_options`);
-    here every form runs on every backend, against NumPy.
+    The reference path selects with an attention mask and adds a key
+    mask's bias without one, the causal mask as a constant bias; here every
+    form runs, against NumPy.
     """
     rng = _rng(8)
     scores = rng.standard_normal((B, TQ, TV)).astype("float32")
@@ -377,20 +378,46 @@ def test_masked_softmax_forms_agree(offset):
     assert (total == 0).any() and (total > 0).any()
     mask = ops.convert_to_tensor(key_mask)
     causal = None if offset is None else _masks.causal_mask(TQ, TV, offset)
+    causal_bias = None
+    if offset is not None:
+        causal_bias = _masks.causal_fill(TQ, TV, offset, seen=0.0, hidden=CAUSAL_SCORE)
     forms = {
         "select": dict(mask=mask, causal=causal),
         "bias": dict(mask=mask, causal=causal, mask_as_bias=True),
-        "joined": dict(mask=_masks.conjoin(mask, causal), causal=None),
+        "causal_as_bias": dict(mask=mask, causal=causal_bias, mask_as_bias=True),
     }
+    # masked_softmax leaves rows without a key to its caller, which zeroes
+    # those that rows_with_a_key marks.
+    keep = _masks.rows_with_a_key(mask, offset, q_len=TQ, kv_len=TV)
+    np.testing.assert_array_equal(np.broadcast_to(to_numpy(keep), total.shape), total > 0)
     for name, form in forms.items():
-        # masked_softmax leaves rows without a key to its caller, which
-        # zeroes those that rows_with_a_key marks.
-        keep = _masks.rows_with_a_key(form["mask"], form["causal"], offset)
-        np.testing.assert_array_equal(
-            np.broadcast_to(to_numpy(keep), total.shape), total > 0, err_msg=name
-        )
         weights = to_numpy(masked_softmax(ops.convert_to_tensor(scores), **form)) * to_numpy(keep)
         np.testing.assert_allclose(weights, expected, atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize(
+    "q_len, kv_len, offset",
+    [(8, 10, 0), (10, 8, 0), (8, 10, 2), (8, 10, -3), (10, 8, -12), (8, 10, 12)],
+    ids=["top_left", "more_queries", "bottom_right", "negative", "no_row_sees", "all_see_all"],
+)
+def test_rows_with_a_key_from_a_key_mask_and_the_causal_mask(q_len, kv_len, offset):
+    """Which rows see a key under a key mask `(batch..., 1, Tv)` and the causal
+    mask, read from a running count over the key mask, is the AND of the two
+    masks reduced over the keys; so it is with a tensor offset, which takes
+    the general form."""
+    rng = _rng(9)
+    key_mask = rng.random((3, 2, 1, kv_len)) > 0.6
+    key_mask[0, 0, 0, :] = False  # no key at all
+    key_mask[0, 1, 0, :] = True
+    key_mask[1, 0, 0, :] = np.arange(kv_len) >= kv_len - 1  # the last key alone
+    causal = np.arange(kv_len)[None, :] <= np.arange(q_len)[:, None] + offset
+    expected = (key_mask & causal).any(-1, keepdims=True)
+    assert expected.any() or offset < -q_len
+    for form_offset in (offset, ops.convert_to_tensor(offset, "int32")):
+        keep = _masks.rows_with_a_key(
+            ops.convert_to_tensor(key_mask), form_offset, q_len=q_len, kv_len=kv_len
+        )
+        np.testing.assert_array_equal(np.broadcast_to(to_numpy(keep), expected.shape), expected)
 
 
 @pytest.mark.parametrize(

@@ -40,7 +40,7 @@ def attention_scores(query, key, *, score_mode="dot", scale=None, concat_score_w
     return scores if scale is None else scores * scale
 
 
-def masked_softmax(scores, mask=None, causal=None, *, mask_as_bias=False, mask_fill=MASKED_SCORE):
+def masked_softmax(scores, mask=None, causal=None, *, mask_as_bias=False):
     """Softmax over the last axis in float32, masked positions exactly zero.
 
     No large-negative bias in the input dtype (which overflows in float16):
@@ -51,16 +51,16 @@ def masked_softmax(scores, mask=None, causal=None, *, mask_as_bias=False, mask_f
     unless those keys' values are zeros. Gradients stay finite.
 
     `mask` (a key or attention mask) and `causal` (the `(Tq, Tv)` causal
-    mask) are boolean, broadcastable to the scores, or None. The causal mask,
-    and with `mask_as_bias` a key mask `(batch..., 1, Tv)`, is added to the
-    scores as a bias of its own (narrow) shape: cheaper than a select over
-    the scores on PyTorch's CPU kernels, with the identity as gradient. A
+    mask) are boolean, broadcastable to the scores, or None; `causal` may
+    also be given as its float32 bias (`_masks.causal_fill` with `seen=0.0`
+    and `hidden=CAUSAL_SCORE`). The causal mask, and with `mask_as_bias` a
+    key mask `(batch..., 1, Tv)`, is added to the scores as a bias of its
+    own (narrow) shape: cheaper than a select over the scores on PyTorch's
+    CPU kernels, with the identity as gradient. A
     bias hides only finite scores below 1e29 in magnitude, so `mask_as_bias`
     says the caller zeroed the keys `mask` hides, or lets a NaN or inf among
     them reach the row (as Keras's layer does); any other mask replaces the
-    scores it hides (a NaN there stays out) with `mask_fill`, a number or a
-    float32 tensor broadcastable to the scores (`_masks.causal_fill` for a
-    mask joined with the causal one).
+    scores it hides (a NaN there stays out) with `MASKED_SCORE`.
     """
     dtype = dtype_name(scores.dtype)
     if dtype not in ("float32", "float64"):
@@ -70,10 +70,13 @@ def masked_softmax(scores, mask=None, causal=None, *, mask_as_bias=False, mask_f
         # An empty batch, Tq = 0 or Tv = 0: nothing to normalise (and max
         # has no identity).
         return ops.zeros_like(scores)
-    for part, as_bias, fill in ((mask, mask_as_bias, mask_fill), (causal, True, CAUSAL_SCORE)):
+    for part, as_bias, fill in ((mask, mask_as_bias, MASKED_SCORE), (causal, True, CAUSAL_SCORE)):
         if part is None:
             continue
-        if as_bias and _narrower_than(part, scores):
+        part_dtype = dtype_name(part.dtype)
+        if part_dtype != "bool":  # the causal mask's bias
+            scores = scores + (part if part_dtype == dtype else ops.cast(part, dtype))
+        elif as_bias and _narrower_than(part, scores):
             # Each bias is added on its own: a sum of two narrow biases would
             # broadcast both ways, a slow case for TensorFlow's kernels.
             # 0 where seen, the fill where hidden: a cast and two operators
@@ -105,7 +108,6 @@ def reference_attention(
     seed=None,
     empty_rows="weights",
     mask_as_bias=False,
-    join_masks=False,
 ):
     """Attention of `query` over `key`/`value`; returns `(output, weights)`.
 
@@ -125,29 +127,23 @@ def reference_attention(
             (every key `mask` hides is zeroed, and every row sees key 0
             under the causal mask: see `CAUSAL_SCORE`).
         mask_as_bias: add `mask` to the scores as a bias (see `masked_softmax`).
-        join_masks: AND a causal and a key mask into one select over the
-            scores instead of adding two biases (fewer, larger ops).
     """
     scores = attention_scores(
         query, key, score_mode=score_mode, scale=scale, concat_score_weight=concat_score_weight
     )
-    causal, mask_fill = None, MASKED_SCORE
-    if causal_offset is not None:
-        q_len, kv_len = ops.shape(scores)[-2], ops.shape(scores)[-1]
-        causal = _masks.causal_mask(q_len, kv_len, causal_offset)
-        if join_masks and mask is not None:
-            # One select; the fill keeps the causal mask's keys below the others.
-            mask_fill = _masks.causal_fill(
-                q_len, kv_len, causal_offset, seen=MASKED_SCORE, hidden=CAUSAL_SCORE
-            )
-            mask, causal, mask_as_bias = _masks.conjoin(mask, causal), None, False
-    weights = masked_softmax(scores, mask, causal, mask_as_bias=mask_as_bias, mask_fill=mask_fill)
+    q_len, kv_len = ops.shape(scores)[-2], ops.shape(scores)[-1]
     keep = None
     if empty_rows is not None and 0 not in scores.shape:
-        keep = _masks.rows_with_a_key(mask, causal, causal_offset)
-        kv_len, value_dim = scores.shape[-1], value.shape[-1]
-        if empty_rows == "output" and None not in (kv_len, value_dim) and kv_len <= value_dim:
+        keep = _masks.rows_with_a_key(mask, causal_offset, q_len=q_len, kv_len=kv_len)
+        keys, value_dim = scores.shape[-1], value.shape[-1]
+        if empty_rows == "output" and None not in (keys, value_dim) and keys <= value_dim:
             empty_rows = "weights"  # the weights are the smaller tensor
+    causal = None
+    if causal_offset is not None:
+        # The causal mask as a bias: for short sequences a constant, one op
+        # per call, not a cast and two operators on the boolean mask.
+        causal = _masks.causal_fill(q_len, kv_len, causal_offset, seen=0.0, hidden=CAUSAL_SCORE)
+    weights = masked_softmax(scores, mask, causal, mask_as_bias=mask_as_bias)
     if keep is not None and empty_rows == "weights":
         weights = weights * ops.cast(keep, weights.dtype)
     weights = _prepare.cast(weights, dtype_name(value.dtype))
