@@ -131,7 +131,9 @@ def reference_attention(
     scores = attention_scores(
         query, key, score_mode=score_mode, scale=scale, concat_score_weight=concat_score_weight
     )
-    q_len, kv_len = ops.shape(scores)[-2], ops.shape(scores)[-1]
+    q_len = kv_len = None  # read only under a causal mask: `ops.shape` costs eager calls
+    if causal_offset is not None:
+        q_len, kv_len = ops.shape(scores)[-2], ops.shape(scores)[-1]
     keep = None
     if empty_rows is not None and 0 not in scores.shape:
         keep = _masks.rows_with_a_key(mask, causal_offset, q_len=q_len, kv_len=kv_len)
