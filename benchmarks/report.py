@@ -464,8 +464,11 @@ def markdown(results, source="benchmarks/results/grid.json"):
             "**Quick run** (`--quick`): a few cells and one round, to check the pipeline. "
             "These numbers are not the benchmark.",
         ]
-    # The sections of the parts this run measured (every part, unless `--parts`).
-    parts = results["spec"].get("parts", PARTS)
+    # The sections of the parts this run measured (every part, unless
+    # `--parts`), and of those whose rows a run of other parts kept from the
+    # file it merged into (`grid.py --only ... --parts ...`).
+    measured = results["spec"].get("parts", PARTS)
+    parts = [part for part in PARTS if part in measured or results.get(part)]
     if "grid" in parts:
         lines += ["", "#### Grid"]
         lines += grid_tables(results)

@@ -167,3 +167,26 @@ def test_a_run_of_some_parts_reports_only_those(report):
     assert "#### Skipping padding" in text
     for other in ("#### Grid", "FLOP rate", "End to end", "zeroing padded"):
         assert other not in text
+
+
+def test_rows_a_merged_run_kept_are_reported(report):
+    """A run of some parts merged into an earlier file keeps the other parts'
+    rows (grid.py's `merge_into`); the report shows them too."""
+    results = {
+        **_skip_results(),
+        "quick": False,
+        "command": "benchmarks/grid.py --only torch --parts grid",
+        "spec": {"rounds": 3, "parts": ["grid"]},
+        "machine": {
+            "cpu": "cpu",
+            "cores": 2,
+            "platform": "linux",
+            "when": "now",
+            "commit": "abc",
+            "omp_wait_policy": None,
+        },
+        "backends": {"torch": {"versions": {"keras": "3"}}},
+        "grid": [],
+    }
+    assert "#### Skipping padding" in report.markdown(results)
+    assert "#### Skipping padding" not in report.markdown({**results, "skip": []})
