@@ -146,12 +146,13 @@ def test_the_skip_table_gives_ratios_paired_by_round(report):
     ]  # fmt: skip
 
 
-def test_a_run_of_some_parts_reports_only_those(report):
-    results = {
+def _run_of(parts):
+    """A results file of `grid.py --only torch --parts <parts>` holding the skip part's rows."""
+    return {
         **_skip_results(),
         "quick": False,
-        "command": "benchmarks/grid.py --only torch --parts skip",
-        "spec": {"rounds": 3, "parts": ["skip"]},
+        "command": f"benchmarks/grid.py --only torch --parts {' '.join(parts)}",
+        "spec": {"rounds": 3, "parts": list(parts)},
         "machine": {
             "cpu": "cpu",
             "cores": 2,
@@ -163,7 +164,10 @@ def test_a_run_of_some_parts_reports_only_those(report):
         "backends": {"torch": {"versions": {"keras": "3"}}},
         "grid": [],
     }
-    text = report.markdown(results)
+
+
+def test_a_run_of_some_parts_reports_only_those(report):
+    text = report.markdown(_run_of(["skip"]))
     assert "#### Skipping padding" in text
     for other in ("#### Grid", "FLOP rate", "End to end", "zeroing padded"):
         assert other not in text
@@ -172,21 +176,6 @@ def test_a_run_of_some_parts_reports_only_those(report):
 def test_rows_a_merged_run_kept_are_reported(report):
     """A run of some parts merged into an earlier file keeps the other parts'
     rows (grid.py's `merge_into`); the report shows them too."""
-    results = {
-        **_skip_results(),
-        "quick": False,
-        "command": "benchmarks/grid.py --only torch --parts grid",
-        "spec": {"rounds": 3, "parts": ["grid"]},
-        "machine": {
-            "cpu": "cpu",
-            "cores": 2,
-            "platform": "linux",
-            "when": "now",
-            "commit": "abc",
-            "omp_wait_policy": None,
-        },
-        "backends": {"torch": {"versions": {"keras": "3"}}},
-        "grid": [],
-    }
+    results = _run_of(["grid"])
     assert "#### Skipping padding" in report.markdown(results)
     assert "#### Skipping padding" not in report.markdown({**results, "skip": []})
