@@ -154,7 +154,8 @@ def _rows_with_a_key_before(key_mask, q_len, kv_len, offset):
     start, stop = max(offset, 0), max(min(q_len + offset, kv_len), 0)
     parts = [seen if (start, stop) == (0, kv_len) else seen[..., start:stop]]
     if offset < 0:
-        parts.insert(0, ops.zeros((*seen.shape[:-1], min(-offset, q_len)), "int32"))
+        # From `seen`, not its static shape: the batch may be unknown when traced.
+        parts.insert(0, ops.repeat(ops.zeros_like(seen[..., :1]), min(-offset, q_len), axis=-1))
     if q_len + offset > kv_len:
         extra = min(q_len + offset - kv_len, q_len)
         parts.append(ops.repeat(seen[..., -1:], extra, axis=-1))
