@@ -358,11 +358,11 @@ def test_supported_paths_pins_what_each_path_runs():
 
 @pytest.mark.parametrize("offset", [None, 0, -1], ids=["no_causal", "top_left", "rows_empty"])
 def test_masked_softmax_forms_agree(offset):
-    """Selects and added biases (the causal mask's as a constant) give the same weights.
+    """A key mask as a select or as an added bias gives the same weights.
 
     The reference path selects with an attention mask and adds a key
-    mask's bias without one, the causal mask as a constant bias; here every
-    form runs, against NumPy.
+    mask's bias without one, and adds the causal mask as a constant bias;
+    here both forms run, with and without it, against NumPy.
     """
     rng = _rng(8)
     scores = rng.standard_normal((B, TQ, TV)).astype("float32")
@@ -377,14 +377,12 @@ def test_masked_softmax_forms_agree(offset):
     expected = exp / np.where(total > 0, total, 1.0)
     assert (total == 0).any() and (total > 0).any()
     mask = ops.convert_to_tensor(key_mask)
-    causal = None if offset is None else _masks.causal_mask(TQ, TV, offset)
     causal_bias = None
     if offset is not None:
         causal_bias = _masks.causal_fill(TQ, TV, offset, seen=0.0, hidden=CAUSAL_SCORE)
     forms = {
-        "select": dict(mask=mask, causal=causal),
-        "bias": dict(mask=mask, causal=causal, mask_as_bias=True),
-        "causal_as_bias": dict(mask=mask, causal=causal_bias, mask_as_bias=True),
+        "select": dict(mask=mask, causal_bias=causal_bias),
+        "bias": dict(mask=mask, causal_bias=causal_bias, mask_as_bias=True),
     }
     # masked_softmax leaves rows without a key to its caller, which zeroes
     # those that rows_with_a_key marks.

@@ -40,7 +40,7 @@ def attention_scores(query, key, *, score_mode="dot", scale=None, concat_score_w
     return scores if scale is None else scores * scale
 
 
-def masked_softmax(scores, mask=None, causal=None, *, mask_as_bias=False):
+def masked_softmax(scores, mask=None, causal_bias=None, *, mask_as_bias=False):
     """Softmax over the last axis in float32, masked positions exactly zero.
 
     No large-negative bias in the input dtype (which overflows in float16):
@@ -50,17 +50,17 @@ def masked_softmax(scores, mask=None, causal=None, *, mask_as_bias=False):
     mask leaves, if any); the caller zeroes it (`_masks.rows_with_a_key`)
     unless those keys' values are zeros. Gradients stay finite.
 
-    `mask` (a key or attention mask) and `causal` (the `(Tq, Tv)` causal
-    mask) are boolean, broadcastable to the scores, or None; `causal` may
-    also be given as its float32 bias (`_masks.causal_fill` with `seen=0.0`
-    and `hidden=CAUSAL_SCORE`). The causal mask, and with `mask_as_bias` a
-    key mask `(batch..., 1, Tv)`, is added to the scores as a bias of its
-    own (narrow) shape: cheaper than a select over the scores on PyTorch's
-    CPU kernels, with the identity as gradient. A
-    bias hides only finite scores below 1e29 in magnitude, so `mask_as_bias`
-    says the caller zeroed the keys `mask` hides, or lets a NaN or inf among
-    them reach the row (as Keras's layer does); any other mask replaces the
-    scores it hides (a NaN there stays out) with `MASKED_SCORE`.
+    `mask` (a key or attention mask) is boolean, broadcastable to the
+    scores, or None. `causal_bias` is the causal mask as a float32 bias
+    (`_masks.causal_fill` with `seen=0.0` and `hidden=CAUSAL_SCORE`), or
+    None. The causal bias, and with `mask_as_bias` a key mask
+    `(batch..., 1, Tv)`, is added to the scores in its own (narrow) shape:
+    cheaper than a select over the scores on PyTorch's CPU kernels, with the
+    identity as gradient. A bias hides only finite scores below 1e29 in
+    magnitude, so `mask_as_bias` says the caller zeroed the keys `mask`
+    hides, or lets a NaN or inf among them reach the row (as Keras's layer
+    does); without it, the scores `mask` hides are replaced (a NaN there
+    stays out) with `MASKED_SCORE`.
     """
     dtype = dtype_name(scores.dtype)
     if dtype not in ("float32", "float64"):
@@ -70,22 +70,20 @@ def masked_softmax(scores, mask=None, causal=None, *, mask_as_bias=False):
         # An empty batch, Tq = 0 or Tv = 0: nothing to normalise (and max
         # has no identity).
         return ops.zeros_like(scores)
-    for part, as_bias, fill in ((mask, mask_as_bias, MASKED_SCORE), (causal, True, CAUSAL_SCORE)):
-        if part is None:
-            continue
-        part_dtype = dtype_name(part.dtype)
-        if part_dtype != "bool":  # the causal mask's bias
-            scores = scores + (part if part_dtype == dtype else ops.cast(part, dtype))
-        elif as_bias and _narrower_than(part, scores):
-            # Each bias is added on its own: a sum of two narrow biases would
-            # broadcast both ways, a slow case for TensorFlow's kernels.
-            # 0 where seen, the fill where hidden: a cast and two operators
-            # on the narrow mask, cheaper than a select in eager PyTorch.
-            scores = scores + (ops.cast(part, dtype) - 1.0) * -fill
+    if mask is not None:
+        if mask_as_bias and _narrower_than(mask, scores):
+            # 0 where seen, MASKED_SCORE where hidden: a cast and two
+            # operators on the narrow mask, cheaper than a select in eager
+            # PyTorch. Added on its own, not summed with the causal bias
+            # first: a sum of two narrow biases would broadcast both ways,
+            # a slow case for TensorFlow's kernels.
+            scores = scores + (ops.cast(mask, dtype) - 1.0) * -MASKED_SCORE
         else:
             # Masked scores become the fill, whose exp underflows to exactly
             # 0 after softmax subtracts the row max.
-            scores = ops.where(part, scores, fill)
+            scores = ops.where(mask, scores, MASKED_SCORE)
+    if causal_bias is not None:
+        scores = scores + _prepare.cast(causal_bias, dtype)
     return ops.softmax(scores, axis=-1)
 
 
@@ -140,12 +138,14 @@ def reference_attention(
         keys, value_dim = scores.shape[-1], value.shape[-1]
         if empty_rows == "output" and None not in (keys, value_dim) and keys <= value_dim:
             empty_rows = "weights"  # the weights are the smaller tensor
-    causal = None
+    causal_bias = None
     if causal_offset is not None:
         # The causal mask as a bias: for short sequences a constant, one op
         # per call, not a cast and two operators on the boolean mask.
-        causal = _masks.causal_fill(q_len, kv_len, causal_offset, seen=0.0, hidden=CAUSAL_SCORE)
-    weights = masked_softmax(scores, mask, causal, mask_as_bias=mask_as_bias)
+        causal_bias = _masks.causal_fill(
+            q_len, kv_len, causal_offset, seen=0.0, hidden=CAUSAL_SCORE
+        )
+    weights = masked_softmax(scores, mask, causal_bias, mask_as_bias=mask_as_bias)
     if keep is not None and empty_rows == "weights":
         weights = weights * ops.cast(keep, weights.dtype)
     weights = _prepare.cast(weights, dtype_name(value.dtype))
