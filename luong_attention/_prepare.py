@@ -56,25 +56,69 @@ def working_dtypes(path, dtype, *, fused_float32):
     return dtype, dtype
 
 
-def prepare(query, value, key, masks, *, batch_shape, causal_offset, flat_batch, zero_masked):
-    """Returns the `Prepared` tensors of a call.
+class Layout(NamedTuple):
+    """What `prepare` does to the inputs of one call signature (see `layout`)."""
 
-    `batch_shape` is the static broadcast batch shape (from validation);
-    `flat_batch` says whether the path needs every input at that full batch
-    shape (it flattens the batch dims); `zero_masked` whether the keys and
-    values the value and key masks hide are zeroed (`nan_safe_padding`).
+    batch_shape: tuple  # the static shape the inputs' batch dims broadcast to
+    flat_batch: bool  # the path needs every input at that full batch shape
+    zero_masked: bool  # zero the keys and values that the value and key masks hide
+    plain: bool  # nothing to reshape, convert or zero: the key-side mask is the value mask's
+
+
+def layout(query, value, key, masks, *, batch_shape, flat_batch, zero_masked):
+    """The `Layout` of a call, from static shapes and dtypes only.
+
+    A call is plain when its inputs have every batch dim, the path needs no
+    broadcast, and its only mask is a boolean value mask `(batch..., Tv)`:
+    what `prepare` does then comes down to one index op.
     """
+    rank = len(batch_shape) + 2
+    shapes = [static_dims(t.shape) for t in (query, value, key)]
+    mask = masks.value
+    plain = (
+        not zero_masked
+        and masks.query is None
+        and masks.key is None
+        and masks.attention is None
+        and all(len(s) == rank for s in shapes)
+        # The broadcast of `_broadcast_batch` would leave them as they are.
+        and (
+            not flat_batch
+            or (None not in batch_shape and all(s[:-2] == tuple(batch_shape) for s in shapes))
+        )
+        and (
+            mask is None
+            or (
+                ops.is_tensor(mask)
+                and dtype_name(mask.dtype) == "bool"
+                and len(mask.shape) == rank - 1
+            )
+        )
+    )
+    return Layout(tuple(batch_shape), flat_batch, zero_masked, plain)
+
+
+def prepare(query, value, key, masks, layout, *, causal_offset):
+    """Returns the `Prepared` tensors of a call whose `Layout` is `layout`.
+
+    `masks` have a dtype and shape each, checked against the inputs.
+    """
+    if layout.plain:
+        mask = masks.value
+        mask = None if mask is None else mask[..., None, :]
+        return Prepared(query, key, value, mask, causal_offset, None)
+    batch_shape = layout.batch_shape
     batch_rank = len(batch_shape)
     ranks = (len(query.shape), len(value.shape), len(key.shape))
     if ranks != (batch_rank + 2,) * 3:
         query, value, key = (with_batch_rank(t, batch_rank) for t in (query, value, key))
-    if flat_batch:
+    if layout.flat_batch:
         query, value, key = _broadcast_batch(query, value, key, batch_shape)
     key_mask = None  # the value and key masks ANDed, (batch..., Tv)
     for mask, rank in ((masks.value, ranks[1]), (masks.key, ranks[2])):
         if mask is not None:
             key_mask = _masks.conjoin(key_mask, _masks.sequence_mask(mask, rank, batch_rank))
-    if key_mask is not None and zero_masked:
+    if key_mask is not None and layout.zero_masked:
         keep = key_mask[..., None]
         key_is_value = key is value
         value = ops.where(keep, value, 0.0)

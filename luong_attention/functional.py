@@ -6,7 +6,7 @@ arguments, `_dispatch` picks the path, `_prepare` readies the tensors, and
 a kernel in `kernels/` computes.
 """
 
-import functools
+from collections.abc import Callable
 from typing import NamedTuple
 
 import keras
@@ -124,7 +124,9 @@ def luong_attention(
     (2, 3, 4)
     """
     masks = _prepare.Masks(query_mask, value_mask, key_mask, attention_mask)
-    options = _Options(
+    # The options as given, a plain tuple: `_Options` is built (and checked)
+    # only for a signature not seen before.
+    given = (
         score_mode,
         causal_alignment,
         implementation,
@@ -138,7 +140,7 @@ def luong_attention(
         nan_safe_padding,
     )
     score_weights = (scale, concat_score_weight, general_score_weight)
-    signature = _signature((query, value, key), masks, score_weights, options)
+    signature = _signature((query, value, key, *masks, *score_weights), given, implementation)
     checked = None
     if signature is not None:
         try:
@@ -146,12 +148,11 @@ def luong_attention(
         except TypeError:  # an unhashable option value: checked (and rejected) in full
             signature = None
     if checked is None:
-        checked = _check_call((query, value, key), masks, score_weights, options)
+        checked = _check_call((query, value, key), masks, score_weights, _Options(*given))
         if signature is not None:
             _remember(signature, checked)
-    options, batch_shape, call, path, tensors, score_dtype, value_dtype, scale_scores, quirks = (
-        checked
-    )
+    options, layout, causal_offset, tensors, dtypes, scale_scores, kernel = checked
+    call_dtype, score_dtype, value_dtype = dtypes
     if signature is None:
         # Python lists among the masks become arrays; a call with a
         # signature has only masks with a checked dtype and shape.
@@ -160,53 +161,49 @@ def luong_attention(
         query, value = ops.convert_to_tensor(query), ops.convert_to_tensor(value)
         key = key if key is None else ops.convert_to_tensor(key)
     key = value if key is None else key
-    prepared = _prepare.prepare(
-        query,
-        value,
-        key,
-        masks,
-        batch_shape=batch_shape,
-        causal_offset=_causal_offset(options.causal, options.causal_alignment, query, key),
-        flat_batch=path != "reference",
-        zero_masked=options.nan_safe_padding,
-    )
-    if score_dtype != call.dtype or value_dtype != call.dtype:
+    if causal_offset is None and options.causal:  # lengths known only when run
+        causal_offset = _causal_offset(options.causal, options.causal_alignment, query, key)
+    prepared = _prepare.prepare(query, value, key, masks, layout, causal_offset=causal_offset)
+    if score_dtype != call_dtype or value_dtype != call_dtype:
         prepared = _prepare.cast_for_path(prepared, score_dtype, value_dtype)
-    query = _prepare.fold_query(
-        prepared.query,
-        general_score_weight=general_score_weight,
-        scale=None if scale_scores else scale,
-    )
-    compute = functools.partial(
-        _compute,
-        path=path,
-        options=options,
-        quirks=quirks,
-        attention_mask=masks.attention is not None,
-        scale=_prepare.cast(scale, score_dtype) if scale_scores else None,
-        concat_score_weight=_prepare.cast(concat_score_weight, score_dtype),
-        dropout=options.dropout if call.dropout_active else 0.0,
-        seed=seed,
-    )
+    query = prepared.query
+    if general_score_weight is not None or (scale is not None and not scale_scores):
+        query = _prepare.fold_query(
+            query,
+            general_score_weight=general_score_weight,
+            scale=None if scale_scores else scale,
+        )
+    # What each call brings to `kernel`, which has the rest bound.
+    scale = _prepare.cast(scale, score_dtype) if scale_scores else None
+    concat_score_weight = _prepare.cast(concat_score_weight, score_dtype)
     runs = None
-    if options.skip_padded_keys and batch_shape:
+    if options.skip_padded_keys and layout.batch_shape:
         runs = _padding.plan(
             prepared.mask,
             prepared.query_keep,
-            shape=(batch_shape[0], query.shape[-2], prepared.key.shape[-2], query.shape[-1]),
+            shape=(
+                layout.batch_shape[0],
+                query.shape[-2],
+                prepared.key.shape[-2],
+                query.shape[-1],
+            ),
             rank=len(query.shape),
             # The weights of rows the query mask drops are returned as computed.
             trim_queries=not options.return_attention_scores,
             options=options.skip_options or SkipOptions(),
         )
     if runs is None:
-        output, weights = compute(query, prepared)
+        output, weights = kernel(query, prepared, scale, concat_score_weight, seed)
     else:
         output, weights = _by_runs(
-            compute, query, prepared, runs, with_weights=options.return_attention_scores
+            lambda q, p: kernel(q, p, scale, concat_score_weight, seed),
+            query,
+            prepared,
+            runs,
+            with_weights=options.return_attention_scores,
         )
-    if value_dtype != call.dtype:
-        output = _prepare.cast(output, call.dtype)
+    if value_dtype != call_dtype:
+        output = _prepare.cast(output, call_dtype)
     if prepared.query_keep is not None:
         output = ops.where(prepared.query_keep, output, 0.0)
     if options.return_attention_scores:
@@ -214,21 +211,15 @@ def luong_attention(
     return output
 
 
-def _compute(
-    query,
-    prepared,
-    *,
-    path,
-    options,
-    quirks,
-    attention_mask,
-    scale,
-    concat_score_weight,
-    dropout,
-    seed,
-):
-    """`(output, weights)` of the prepared call on `path`; weights only from the reference path."""
-    weights = None
+def _kernel(path, options, quirks, *, masked, attention_mask, sees_first_key, dropout):
+    """The kernel of `path` with what a signature decides bound to it.
+
+    Returns `kernel(query, prepared, scale, concat_score_weight, seed)`,
+    which gives `(output, weights)`, the weights only from the reference
+    path. `masked` says whether a value, key or attention mask is given,
+    `sees_first_key` whether every row sees key 0 under the causal mask
+    (`_masks.sees_first_key`), and `dropout` is the rate in effect.
+    """
     if path == "reference":
         # Zeroed by `nan_safe_padding`, the values that value and key masks
         # hide make a row they leave without a key average zeros. The causal
@@ -242,50 +233,71 @@ def _compute(
             empty_rows = "weights"
         elif (
             attention_mask
-            or (prepared.mask is not None and not options.nan_safe_padding)
-            or (options.causal and not _masks.sees_first_key(prepared.causal_offset))
+            or (masked and not options.nan_safe_padding)
+            or (options.causal and not sees_first_key)
         ):
             empty_rows = "output"
-        output, weights = reference_attention(
-            query=query,
-            key=prepared.key,
-            value=prepared.value,
-            mask=prepared.mask,
-            causal_offset=prepared.causal_offset,
-            score_mode=options.score_mode,
-            scale=scale,
-            concat_score_weight=concat_score_weight,
-            dropout=dropout,
-            seed=seed,
-            empty_rows=empty_rows,
-            # A bias on the scores, as Keras's layer adds one: it hides
-            # zeroed keys, and unzeroed ones with finite scores below 1e29
-            # (a NaN there stays, as in Keras, without `nan_safe_padding`).
-            mask_as_bias=not attention_mask,
+        mask_as_bias = not attention_mask
+        score_mode = options.score_mode
+
+        def reference(query, prepared, scale, concat_score_weight, seed):
+            return reference_attention(
+                query=query,
+                key=prepared.key,
+                value=prepared.value,
+                mask=prepared.mask,
+                causal_offset=prepared.causal_offset,
+                score_mode=score_mode,
+                scale=scale,
+                concat_score_weight=concat_score_weight,
+                dropout=dropout,
+                seed=seed,
+                empty_rows=empty_rows,
+                # A bias on the scores, as Keras's layer adds one: it hides
+                # zeroed keys, and unzeroed ones with finite scores below 1e29
+                # (a NaN there stays, as in Keras, without `nan_safe_padding`).
+                mask_as_bias=mask_as_bias,
+            )
+
+        return reference
+    # The fused and blocked paths take the scale folded into the query and
+    # support neither the concat score nor dropout.
+    if path == "fused":
+        equal_depths, transpose_heads, full_mask = (
+            quirks[f"fused_{name}"] for name in ("equal_depths", "transpose_heads", "full_mask")
         )
-    elif path == "fused":
-        output = fused_attention(
-            query=query,
-            key=prepared.key,
-            value=prepared.value,
-            mask=prepared.mask,
-            causal_offset=prepared.causal_offset,
-            equal_depths=quirks["fused_equal_depths"],
-            transpose_heads=quirks["fused_transpose_heads"],
-            full_mask=quirks["fused_full_mask"],
-        )
-    else:
+
+        def fused(query, prepared, scale, concat_score_weight, seed):
+            output = fused_attention(
+                query=query,
+                key=prepared.key,
+                value=prepared.value,
+                mask=prepared.mask,
+                causal_offset=prepared.causal_offset,
+                equal_depths=equal_depths,
+                transpose_heads=transpose_heads,
+                full_mask=full_mask,
+            )
+            return output, None
+
+        return fused
+    blocked_options, chain_slices = options.blocked_options, quirks["blocked_chain_slices"]
+    with_gradient = options.training
+
+    def blocked(query, prepared, scale, concat_score_weight, seed):
         output = blocked_attention(
             query=query,
             key=prepared.key,
             value=prepared.value,
             mask=prepared.mask,
             causal_offset=prepared.causal_offset,
-            options=options.blocked_options,
-            chain_slices=quirks["blocked_chain_slices"],
-            with_gradient=options.training,
+            options=blocked_options,
+            chain_slices=chain_slices,
+            with_gradient=with_gradient,
         )
-    return output, weights
+        return output, None
+
+    return blocked
 
 
 def _by_runs(compute, query, prepared, runs, *, with_weights):
@@ -384,14 +396,12 @@ class _Checked(NamedTuple):
     """What `_check_call` decides about a call."""
 
     options: _Options  # as plain Python values
-    batch_shape: tuple  # the static shape the inputs' batch dims broadcast to
-    call: _dispatch.Call
-    path: str
+    layout: _prepare.Layout  # what `_prepare.prepare` does to the inputs
+    causal_offset: int | None  # None when not causal, or known only when run
     tensors: bool  # query, value and key are backend tensors (no conversion)
-    score_dtype: str  # the path's working dtypes (`_prepare.working_dtypes`)
-    value_dtype: str
+    dtypes: tuple  # the call's, then the path's working dtypes (`_prepare.working_dtypes`)
     scale_scores: bool  # the scale multiplies the scores, not the query
-    quirks: dict  # `_dispatch.kernel_options` of the backend
+    kernel: Callable  # `_kernel`: the path's kernel with the signature's choices bound
 
 
 # What `_check_call` returned for each signature seen (shapes, dtypes and
@@ -401,25 +411,29 @@ _CHECKED = {}
 _MAX_CHECKED = 256
 
 
-def _signature(inputs, masks, score_weights, options):
+def _signature(values, given, implementation):
     """A key of everything `_check_call` depends on, or None.
 
-    None where an argument is not a tensor-like with a shape and dtype (a
-    Python list, say): such a call is checked every time. The caller treats
-    a key that turns out unhashable (an unhashable option) the same way.
+    `values` are the tensors, masks and score weights of the call, `given`
+    its other options as passed. None where a value is not a tensor-like
+    with a shape and dtype (a Python list, say): such a call is checked
+    every time. The caller treats a key that turns out unhashable (an
+    unhashable option) the same way.
     """
     specs = []
-    for x in (*inputs, *masks, *score_weights):
+    for x in values:
         if x is None or isinstance(x, float):
             specs.append(None if x is None else float)
             continue
         try:
-            specs.append((type(x), tuple(x.shape), x.dtype))
+            shape = x.shape
+            # A tuple already (PyTorch's and JAX's); TensorFlow's is not.
+            specs.append((type(x), shape if isinstance(shape, tuple) else tuple(shape), x.dtype))
         except (AttributeError, TypeError, ValueError):  # no shape or dtype, or unknown rank
             return None
     # Only "auto" reads the flash attention setting.
-    flash = keras.config.is_flash_attention_enabled() if options.implementation == "auto" else None
-    return (tuple(specs), options, flash)
+    flash = keras.config.is_flash_attention_enabled() if implementation == "auto" else None
+    return (tuple(specs), given, flash)
 
 
 def _remember(signature, checked):
@@ -489,8 +503,35 @@ def _check_call(inputs, masks, score_weights, options):
         options.score_mode == "concat" or not _query_is_smaller(call, k_dim)
     )
     tensors = all(t is None or ops.is_tensor(t) for t in inputs)
+    layout = _prepare.layout(
+        query,
+        value,
+        key,
+        masks,
+        batch_shape=batch_shape,
+        flat_batch=path != "reference",
+        zero_masked=options.nan_safe_padding,
+    )
+    causal_offset = _causal_offset(options.causal, options.causal_alignment, query, key)
+    kernel = _kernel(
+        path,
+        options,
+        quirks,
+        masked=call.masked,
+        attention_mask=masks.attention is not None,
+        sees_first_key=_masks.sees_first_key(causal_offset),
+        dropout=options.dropout if call.dropout_active else 0.0,
+    )
+    if not isinstance(causal_offset, int):
+        causal_offset = None  # a tensor: recomputed from each call's inputs
     return _Checked(
-        options, batch_shape, call, path, tensors, score_dtype, value_dtype, scale_scores, quirks
+        options,
+        layout,
+        causal_offset,
+        tensors,
+        (call.dtype, score_dtype, value_dtype),
+        scale_scores,
+        kernel,
     )
 
 

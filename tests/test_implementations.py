@@ -14,7 +14,15 @@ import numpy as np
 import pytest
 from keras import ops
 
-from luong_attention import LuongAttention, _dispatch, _masks, _validation, luong_attention
+from luong_attention import (
+    LuongAttention,
+    _dispatch,
+    _masks,
+    _prepare,
+    _validation,
+    luong_attention,
+)
+from luong_attention.functional import _checked_masks
 from luong_attention.kernels.fused import fused_attention
 from luong_attention.kernels.reference import CAUSAL_SCORE, masked_softmax
 from tests.helpers import small_blocks, supported_paths, to_numpy, value_and_grad
@@ -440,6 +448,81 @@ def test_causal_mask_matches_numpy(bounds):
     np.testing.assert_array_equal(to_numpy(built), expected)
     tensor_offset = dict(bounds, offset=ops.convert_to_tensor(bounds["offset"], "int32"))
     np.testing.assert_array_equal(to_numpy(_masks.causal_mask(**tensor_offset)), expected)
+
+
+def _layout_case(case, rng):
+    """Inputs, masks and options of one `test_plain_layout_prepares_as_the_general_one` case."""
+    batch = (B, 3) if case == "four_d_batch_mask" else (B,)
+    q, k, v = _qkv(rng, batch=batch)
+    if case == "lower_rank_query":
+        q = q[0]
+    value_mask = rng.random((B, TV)) > 0.3
+    masks = dict(value=value_mask)
+    flat_batch = zero_masked = False
+    if case == "no_mask":
+        masks = {}
+    elif case == "broadcast_mask":
+        masks = dict(value=value_mask[:1])
+    elif case == "int_mask":
+        masks = dict(value=value_mask.astype("int32"))
+    elif case == "key_mask":
+        masks = dict(key=value_mask)
+    elif case == "query_mask":
+        masks = dict(value=value_mask, query=rng.random((B, TQ)) > 0.3)
+    elif case == "attention_mask":
+        masks = dict(attention=rng.random((B, TQ, TV)) > 0.3)
+    elif case == "nan_safe":
+        zero_masked = True
+    elif case == "flat_batch":
+        flat_batch = True
+    elif case == "flat_batch_broadcast":
+        q, flat_batch = q[:1], True
+    tensors = [ops.convert_to_tensor(x) for x in (q, v, k)]
+    numpy_mask = case == "numpy_mask"
+    masks = _prepare.Masks(
+        **{name: m if numpy_mask else ops.convert_to_tensor(m) for name, m in masks.items()}
+    )
+    batch_shape = _validation.check_inputs(*tensors, "dot")
+    masks = _checked_masks(masks, tensors, batch_shape)
+    options = dict(batch_shape=batch_shape, flat_batch=flat_batch, zero_masked=zero_masked)
+    return tensors, masks, options
+
+
+@pytest.mark.parametrize(
+    "case, plain",
+    [
+        ("value_mask", True),
+        ("no_mask", True),
+        ("broadcast_mask", True),
+        ("flat_batch", True),
+        ("int_mask", False),
+        ("numpy_mask", False),
+        ("key_mask", False),
+        ("query_mask", False),
+        ("attention_mask", False),
+        ("four_d_batch_mask", False),
+        ("nan_safe", False),
+        ("lower_rank_query", False),
+        ("flat_batch_broadcast", False),
+    ],
+)
+def test_plain_layout_prepares_as_the_general_one(case, plain):
+    """A call whose only mask is a boolean value mask of its full batch rank
+    (the usual eager call) is prepared by one index op: the tensors the
+    general preparation gives, and only for such calls."""
+    (query, value, key), masks, options = _layout_case(case, _rng(11))
+    layout = _prepare.layout(query, value, key, masks, **options)
+    assert layout.plain is plain
+    general = _prepare.prepare(
+        query, value, key, masks, layout._replace(plain=False), causal_offset=None
+    )
+    prepared = _prepare.prepare(query, value, key, masks, layout, causal_offset=None)
+    for name, expected in general._asdict().items():
+        got = getattr(prepared, name)
+        assert (got is None) == (expected is None), name
+        if expected is not None:
+            assert tuple(got.shape) == tuple(expected.shape), name
+            np.testing.assert_array_equal(to_numpy(got), to_numpy(expected), err_msg=name)
 
 
 @pytest.mark.parametrize("implementation", ("reference", "auto"))
