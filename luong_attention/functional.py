@@ -263,41 +263,31 @@ def _kernel(path, options, quirks, *, masked, attention_mask, sees_first_key, dr
     # The fused and blocked paths take the scale folded into the query and
     # support neither the concat score nor dropout.
     if path == "fused":
-        equal_depths, transpose_heads, full_mask = (
-            quirks[f"fused_{name}"] for name in ("equal_depths", "transpose_heads", "full_mask")
+        run = fused_attention
+        bound = {
+            name: quirks[f"fused_{name}"]
+            for name in ("equal_depths", "transpose_heads", "full_mask")
+        }
+    else:
+        run = blocked_attention
+        bound = dict(
+            options=options.blocked_options,
+            chain_slices=quirks["blocked_chain_slices"],
+            with_gradient=options.training,
         )
 
-        def fused(query, prepared, scale, concat_score_weight, seed):
-            output = fused_attention(
-                query=query,
-                key=prepared.key,
-                value=prepared.value,
-                mask=prepared.mask,
-                causal_offset=prepared.causal_offset,
-                equal_depths=equal_depths,
-                transpose_heads=transpose_heads,
-                full_mask=full_mask,
-            )
-            return output, None
-
-        return fused
-    blocked_options, chain_slices = options.blocked_options, quirks["blocked_chain_slices"]
-    with_gradient = options.training
-
-    def blocked(query, prepared, scale, concat_score_weight, seed):
-        output = blocked_attention(
+    def kernel(query, prepared, scale, concat_score_weight, seed):
+        output = run(
             query=query,
             key=prepared.key,
             value=prepared.value,
             mask=prepared.mask,
             causal_offset=prepared.causal_offset,
-            options=blocked_options,
-            chain_slices=chain_slices,
-            with_gradient=with_gradient,
+            **bound,
         )
         return output, None
 
-    return blocked
+    return kernel
 
 
 def _by_runs(compute, query, prepared, runs, *, with_weights):
