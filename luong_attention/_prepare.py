@@ -81,11 +81,7 @@ def layout(query, value, key, masks, *, batch_shape, flat_batch, zero_masked):
         and masks.key is None
         and masks.attention is None
         and all(len(s) == rank for s in shapes)
-        # The broadcast of `_broadcast_batch` would leave them as they are.
-        and (
-            not flat_batch
-            or (None not in batch_shape and all(s[:-2] == tuple(batch_shape) for s in shapes))
-        )
+        and (not flat_batch or _has_full_batch([s[:-2] for s in shapes], batch_shape))
         and (
             mask is None
             or (
@@ -174,7 +170,7 @@ def _broadcast_batch(query, value, key, batch_shape):
     """The three inputs with batch dims broadcast to one shape (size-1 dims expanded)."""
     tensors = (query, value, key)
     statics = [static_dims(t.shape)[:-2] for t in tensors]
-    if all(s == tuple(batch_shape) for s in statics) and None not in batch_shape:
+    if _has_full_batch(statics, batch_shape):
         return tensors
     target = []
     for i, dim in enumerate(batch_shape):
@@ -189,6 +185,11 @@ def _broadcast_batch(query, value, key, batch_shape):
             t = ops.broadcast_to(t, (*target, *ops.shape(t)[-2:]))
         out.append(t)
     return tuple(out)
+
+
+def _has_full_batch(statics, batch_shape):
+    """Whether inputs with these static batch dims need no broadcast to `batch_shape`."""
+    return None not in batch_shape and all(s == tuple(batch_shape) for s in statics)
 
 
 def cast_like(x, reference):
