@@ -166,13 +166,11 @@ def luong_attention(
     prepared = _prepare.prepare(query, value, key, masks, layout, causal_offset=causal_offset)
     if score_dtype != call_dtype or value_dtype != call_dtype:
         prepared = _prepare.cast_for_path(prepared, score_dtype, value_dtype)
-    query = prepared.query
-    if general_score_weight is not None or (scale is not None and not scale_scores):
-        query = _prepare.fold_query(
-            query,
-            general_score_weight=general_score_weight,
-            scale=None if scale_scores else scale,
-        )
+    query = _prepare.fold_query(
+        prepared.query,
+        general_score_weight=general_score_weight,
+        scale=None if scale_scores else scale,
+    )
     # What each call brings to `kernel`, which has the rest bound.
     scale = _prepare.cast(scale, score_dtype) if scale_scores else None
     concat_score_weight = _prepare.cast(concat_score_weight, score_dtype)
