@@ -170,6 +170,12 @@ def kernel_options(backend):
       mask is the same values broadcast earlier (not timed on a GPU).
     - blocked `chain_slices`: TensorFlow copies each slice as soon as its
       input is ready, so the slices of every block would exist at once.
+    - reference `keep_constants`: the causal mask's bias of a short sequence
+      is converted to a tensor once and kept (`_masks.causal_fill`), which
+      saves eager calls the conversion. A tensor handed to a JAX or PyTorch
+      trace becomes a constant of it; one handed to a TensorFlow trace
+      becomes an input of the graph (a capture), which an ONNX export of the
+      model then asks its callers for.
     """
     if backend == "tensorflow":
         float32_dtypes = frozenset(LOW_PRECISION)
@@ -183,4 +189,5 @@ def kernel_options(backend):
         "fused_transpose_heads": backend == "torch",
         "fused_full_mask": backend == "jax" and device_kind() == "gpu",
         "blocked_chain_slices": backend == "tensorflow",
+        "reference_keep_constants": backend != "tensorflow",
     }

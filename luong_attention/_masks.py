@@ -8,6 +8,7 @@ implementation path.
 
 import functools
 
+import keras
 import numpy as np
 from keras import ops
 
@@ -63,10 +64,17 @@ def causal_mask(q_len, kv_len, offset, rows=None, cols=None):
     return ops.less_equal(col_index, row_index)
 
 
-def causal_fill(q_len, kv_len, offset, *, seen, hidden):
-    """`(Tq, Tv)` scores: `seen` where `causal_mask` is True, else `hidden`."""
+def causal_fill(q_len, kv_len, offset, *, seen, hidden, keep=False):
+    """`(Tq, Tv)` scores: `seen` where `causal_mask` is True, else `hidden`.
+
+    `keep`: a NumPy constant (short sequences) is converted once and the
+    tensor kept for later calls (see `_constant`), where the backend's
+    traces take such a tensor as a constant.
+    """
     bounds = (0, q_len, 0, kv_len, offset)
     if _is_constant(*bounds):
+        if keep:
+            return _constant(_causal_fill_array, *bounds, seen, hidden)
         return ops.convert_to_tensor(_causal_fill_array(*bounds, seen, hidden))
     return ops.where(causal_mask(q_len, kv_len, offset), seen, hidden)
 
@@ -85,6 +93,33 @@ def _is_constant(r0, r1, k0, k1, offset):
     """Whether the causal tile with these bounds is a NumPy constant (`_CONSTANT_CAUSAL_ENTRIES`)."""
     bounds = (r0, r1, k0, k1, offset)
     return all(type(n) is int for n in bounds) and (r1 - r0) * (k1 - k0) <= _CONSTANT_CAUSAL_ENTRIES
+
+
+def _constant(make, *args):
+    """The NumPy array `make(*args)` as a tensor of the backend.
+
+    Converting an array costs an eager call several times what handing over
+    a tensor does, so the first conversion that gives a concrete tensor
+    (one made eagerly, not a symbol of a trace) is kept, and later calls
+    hand that over, moved to the current device if it differs.
+    """
+    key = (keras.backend.backend(), make, args)
+    tensor = _CONSTANTS.get(key)
+    if tensor is not None:
+        return ops.convert_to_tensor(tensor)
+    tensor = ops.convert_to_tensor(make(*args))
+    try:
+        ops.convert_to_numpy(tensor)
+    except Exception:  # a symbolic tensor of a trace: used by that trace alone
+        return tensor
+    if len(_CONSTANTS) >= _MAX_CONSTANTS:
+        _CONSTANTS.clear()
+    _CONSTANTS[key] = tensor
+    return tensor
+
+
+_CONSTANTS = {}
+_MAX_CONSTANTS = 64
 
 
 @functools.lru_cache(maxsize=64)
@@ -124,16 +159,24 @@ def key_side_mask(key_mask, attention_mask):
 
 
 def rows_with_a_key(mask, causal_offset=None, *, q_len=None, kv_len=None):
-    """Boolean `(..., Tq or 1, 1)`: which query rows see at least one key.
+    """Which query rows see at least one key, `(..., Tq or 1, 1)`.
 
-    `mask` is a key-side mask as `key_side_mask` returns (or None), and
-    `causal_offset` that of the causal mask (`causal_mask`), None without
+    `mask` is a key-side mask as `key_side_mask` returns (or None), either
+    boolean or, for a key mask `(batch..., 1, Tv)`, its floating-point
+    weights (1.0 where a key is seen, 0.0 where hidden), in which case the
+    rows come back as 1.0 and 0.0 in that dtype, ready to multiply.
+    `causal_offset` is that of the causal mask (`causal_mask`), None without
     one; `q_len` and `kv_len` are the scores' last two dims, which a causal
     mask needs. Returns None when every row sees a key: under a causal mask
     alone with an offset >= 0, row i sees key 0.
     """
+    weights = mask is not None and dtype_name(mask.dtype) != "bool"
     if causal_offset is None:
-        return None if mask is None else ops.any(mask, axis=-1, keepdims=True)
+        if mask is None:
+            return None
+        if weights:
+            return ops.max(mask, axis=-1, keepdims=True)
+        return ops.any(mask, axis=-1, keepdims=True)
     if mask is None:
         if sees_first_key(causal_offset):
             return None
@@ -141,6 +184,8 @@ def rows_with_a_key(mask, causal_offset=None, *, q_len=None, kv_len=None):
     if mask.shape[-2] == 1 and all(type(n) is int for n in (q_len, kv_len, causal_offset)):
         return _rows_with_a_key_before(mask, q_len, kv_len, causal_offset)
     causal = causal_mask(q_len, kv_len, causal_offset)
+    if weights:
+        return ops.max(mask * ops.cast(causal, mask.dtype), axis=-1, keepdims=True)
     return ops.any(ops.logical_and(mask, causal), axis=-1, keepdims=True)
 
 
@@ -149,7 +194,9 @@ def _rows_with_a_key_before(key_mask, q_len, kv_len, offset):
     with a static offset: row i sees a key iff one of keys `0..i + offset`
     is shown, a running count over the narrow key mask (not a reduction of
     its `(Tq, Tv)` AND with the causal mask) read at column `i + offset`."""
-    seen = ops.cumsum(key_mask, axis=-1)  # int32 on every backend
+    # An integer count of a boolean mask; a float count of key weights is
+    # exact (below 2**24 keys in float32).
+    seen = ops.cumsum(key_mask, axis=-1)
     # Rows before the first key see none (count 0); rows past the last, all.
     start, stop = max(offset, 0), max(min(q_len + offset, kv_len), 0)
     parts = [seen if (start, stop) == (0, kv_len) else seen[..., start:stop]]
@@ -160,5 +207,8 @@ def _rows_with_a_key_before(key_mask, q_len, kv_len, offset):
         extra = min(q_len + offset - kv_len, q_len)
         parts.append(ops.repeat(seen[..., -1:], extra, axis=-1))
     seen = parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=-1)
-    # The operator, not `ops.greater`: no conversion of the 0 per call.
-    return ops.swapaxes(seen > 0, -1, -2)
+    # The count as 1.0 / 0.0 for key weights (the sign of a count), else as
+    # a boolean (the operator, not `ops.greater`: no conversion of the 0 per
+    # call).
+    seen = ops.sign(seen) if dtype_name(key_mask.dtype) != "bool" else seen > 0
+    return ops.swapaxes(seen, -1, -2)

@@ -237,6 +237,7 @@ def _kernel(path, options, quirks, *, masked, attention_mask, sees_first_key, dr
             empty_rows = "output"
         mask_as_bias = not attention_mask
         score_mode = options.score_mode
+        keep_constants = quirks["reference_keep_constants"]
 
         def reference(query, prepared, scale, concat_score_weight, seed):
             return reference_attention(
@@ -255,6 +256,7 @@ def _kernel(path, options, quirks, *, masked, attention_mask, sees_first_key, dr
                 # zeroed keys, and unzeroed ones with finite scores below 1e29
                 # (a NaN there stays, as in Keras, without `nan_safe_padding`).
                 mask_as_bias=mask_as_bias,
+                keep_constants=keep_constants,
             )
 
         return reference

@@ -1,8 +1,10 @@
 """Helpers shared by the suite, one per job.
 
 - `to_numpy`, `value_and_grad`: results and autodiff on any backend
-  (`value_and_grad` is the one place the tests touch a backend directly: Keras
-  has no backend-independent gradient function).
+  (`value_and_grad` and `traced_forms` are the places the tests touch a
+  backend directly: Keras has no backend-independent gradient function or
+  tracer).
+- `traced_forms`: a function traced by each of the backend's tracers.
 - `supported_paths`: the implementation paths a call can take, for parametrize.
 - `small_blocks`: blocked-path options that make tiny inputs cross blocks.
 - `finite_differences`: central differences of a float64 loss.
@@ -24,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-# --- results and gradients ----------------------------------------------------
+# --- results, gradients and traces ---------------------------------------------
 
 
 def to_numpy(x):
@@ -69,6 +71,42 @@ def value_and_grad(fn, *args):
     else:
         raise ValueError(f"Unsupported backend: {backend}")
     return to_numpy(value), [to_numpy(g) for g in grads]
+
+
+def traced_forms(fn, example, *, warns=True):
+    """`fn` traced by each of the backend's tracers that take it: (name, traced fn).
+
+    `example` holds NumPy arrays for the tracers that need inputs
+    (PyTorch's). `warns`: TorchScript's trace warns about the Python checks
+    of a luong_attention call; a function without one warns of nothing.
+    """
+    import contextlib
+
+    import keras
+    import pytest
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return [("jax.jit", jax.jit(fn))]
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return [("tf.function", tf.function(fn))]
+    import torch
+
+    class Module(torch.nn.Module):
+        def forward(self, *args):
+            return fn(*args)
+
+    tensors = tuple(torch.from_numpy(x) for x in example)
+    exported = torch.export.export(Module(), tensors).module()
+    # TorchScript's trace is what Keras's ONNX export runs on PyTorch.
+    expect = pytest.warns(torch.jit.TracerWarning) if warns else contextlib.nullcontext()
+    with expect:
+        scripted = torch.jit.trace(Module(), tensors, check_trace=False)
+    return [("torch.export", exported), ("torch.jit.trace", scripted)]
 
 
 def finite_differences(loss, arrays, names, eps=1e-6):

@@ -25,7 +25,13 @@ from luong_attention import (
 from luong_attention.functional import _checked_masks
 from luong_attention.kernels.fused import fused_attention
 from luong_attention.kernels.reference import CAUSAL_SCORE, masked_softmax
-from tests.helpers import small_blocks, supported_paths, to_numpy, value_and_grad
+from tests.helpers import (
+    small_blocks,
+    supported_paths,
+    to_numpy,
+    traced_forms,
+    value_and_grad,
+)
 from tests.reference import reference_attention
 
 FAST = ("fused", "blocked")
@@ -388,16 +394,18 @@ def test_masked_softmax_forms_agree(offset):
     causal_bias = None
     if offset is not None:
         causal_bias = _masks.causal_fill(TQ, TV, offset, seen=0.0, hidden=CAUSAL_SCORE)
+    key_weights = ops.cast(mask, "float32")
     forms = {
-        "select": dict(mask=mask, causal_bias=causal_bias),
-        "bias": dict(mask=mask, causal_bias=causal_bias, mask_as_bias=True),
+        "select": (dict(mask=mask, causal_bias=causal_bias), mask),
+        "bias": (dict(causal_bias=causal_bias, key_weights=key_weights), key_weights),
     }
-    # masked_softmax leaves rows without a key to its caller, which zeroes
-    # those that rows_with_a_key marks.
-    keep = _masks.rows_with_a_key(mask, offset, q_len=TQ, kv_len=TV)
-    np.testing.assert_array_equal(np.broadcast_to(to_numpy(keep), total.shape), total > 0)
-    for name, form in forms.items():
-        weights = to_numpy(masked_softmax(ops.convert_to_tensor(scores), **form)) * to_numpy(keep)
+    for name, (form, keep_from) in forms.items():
+        # masked_softmax leaves rows without a key to its caller, which
+        # zeroes those that rows_with_a_key marks (in the mask's form).
+        keep = to_numpy(_masks.rows_with_a_key(keep_from, offset, q_len=TQ, kv_len=TV))
+        assert keep.dtype == to_numpy(keep_from).dtype, name
+        np.testing.assert_array_equal(np.broadcast_to(keep, total.shape), total > 0, err_msg=name)
+        weights = to_numpy(masked_softmax(ops.convert_to_tensor(scores), **form)) * keep
         np.testing.assert_allclose(weights, expected, atol=1e-6, err_msg=name)
 
 
@@ -410,7 +418,7 @@ def test_rows_with_a_key_from_a_key_mask_and_the_causal_mask(q_len, kv_len, offs
     """Which rows see a key under a key mask `(batch..., 1, Tv)` and the causal
     mask, read from a running count over the key mask, is the AND of the two
     masks reduced over the keys; so it is with a tensor offset, which takes
-    the general form."""
+    the general form, and for the key mask as float weights."""
     rng = _rng(9)
     key_mask = rng.random((3, 2, 1, kv_len)) > 0.6
     key_mask[0, 0, 0, :] = False  # no key at all
@@ -419,11 +427,15 @@ def test_rows_with_a_key_from_a_key_mask_and_the_causal_mask(q_len, kv_len, offs
     causal = np.arange(kv_len)[None, :] <= np.arange(q_len)[:, None] + offset
     expected = (key_mask & causal).any(-1, keepdims=True)
     assert expected.any() or offset < -q_len
+    as_bool = ops.convert_to_tensor(key_mask)
     for form_offset in (offset, ops.convert_to_tensor(offset, "int32")):
-        keep = _masks.rows_with_a_key(
-            ops.convert_to_tensor(key_mask), form_offset, q_len=q_len, kv_len=kv_len
-        )
-        np.testing.assert_array_equal(np.broadcast_to(to_numpy(keep), expected.shape), expected)
+        # The key weights (1.0 / 0.0) give the rows as 1.0 / 0.0.
+        for form_mask in (as_bool, ops.cast(as_bool, "float32")):
+            keep = to_numpy(
+                _masks.rows_with_a_key(form_mask, form_offset, q_len=q_len, kv_len=kv_len)
+            )
+            assert keep.dtype == to_numpy(form_mask).dtype
+            np.testing.assert_array_equal(np.broadcast_to(keep, expected.shape), expected)
 
 
 @pytest.mark.parametrize(
@@ -448,6 +460,32 @@ def test_causal_mask_matches_numpy(bounds):
     np.testing.assert_array_equal(to_numpy(built), expected)
     tensor_offset = dict(bounds, offset=ops.convert_to_tensor(bounds["offset"], "int32"))
     np.testing.assert_array_equal(to_numpy(_masks.causal_mask(**tensor_offset)), expected)
+
+
+def test_causal_constants_are_kept_only_when_made_eagerly():
+    """A small causal fill is converted once and kept for later eager calls;
+    one a trace makes is a symbol of that trace and is not kept, so an eager
+    call after the trace still gets its values."""
+    bounds = (5, 7, 0)
+    expected = np.where(np.tril(np.ones((5, 7), bool)), 0.0, -1.0).astype("float32")
+
+    def biased(x):
+        return x + _masks.causal_fill(*bounds, seen=0.0, hidden=-1.0, keep=True)
+
+    x = np.zeros((5, 7), "float32")
+    _masks._CONSTANTS.clear()
+    try:
+        for name, traced in traced_forms(biased, (x,), warns=False):
+            got = to_numpy(traced(ops.convert_to_tensor(x)))
+            np.testing.assert_array_equal(got, expected, err_msg=name)
+            for kept in _masks._CONSTANTS.values():
+                to_numpy(kept)  # concrete: raises for a trace's symbol
+        np.testing.assert_array_equal(to_numpy(biased(ops.convert_to_tensor(x))), expected)
+        kept = [key for key in _masks._CONSTANTS if key[2][:3] == (0, 5, 0)]
+        assert len(kept) == 1
+        np.testing.assert_array_equal(to_numpy(biased(ops.convert_to_tensor(x))), expected)
+    finally:
+        _masks._CONSTANTS.clear()
 
 
 def _layout_case(case, rng):

@@ -14,7 +14,7 @@ from keras import ops
 
 from luong_attention import LuongAttention, _padding, luong_attention
 from luong_attention.functional import SkipOptions
-from tests.helpers import small_blocks, supported_paths, to_numpy, value_and_grad
+from tests.helpers import small_blocks, supported_paths, to_numpy, traced_forms, value_and_grad
 from tests.reference import reference_attention
 
 SKIP = SkipOptions(block=2, call_cost=0, min_work=0)
@@ -273,31 +273,6 @@ def test_a_mask_without_the_batch_dim_is_shared_by_every_run():
     _outputs_as_in_full(q, k, v, **kwargs)
 
 
-def _traced(fn, example):
-    """`fn` traced by each of the backend's tracers that take it: (name, traced fn)."""
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        return [("jax.jit", jax.jit(fn))]
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return [("tf.function", tf.function(fn))]
-    import torch
-
-    class Module(torch.nn.Module):
-        def forward(self, *args):
-            return fn(*args)
-
-    tensors = tuple(torch.from_numpy(x) for x in example)
-    exported = torch.export.export(Module(), tensors).module()
-    # TorchScript's trace is what Keras's ONNX export runs on PyTorch.
-    with pytest.warns(torch.jit.TracerWarning):  # from the layer's own Python checks
-        scripted = torch.jit.trace(Module(), tensors, check_trace=False)
-    return [("torch.export", exported), ("torch.jit.trace", scripted)]
-
-
 def test_a_traced_call_computes_in_full():
     """A trace must not keep the lengths of the batch it was traced with."""
 
@@ -308,7 +283,7 @@ def test_a_traced_call_computes_in_full():
 
     q, k, v, value_mask = _inputs(nan_in_padding=False)
     short = np.arange(T) < np.array([1, 1, 2, 1, 1])[:, None]  # traced with: most keys padding
-    for name, traced in _traced(attend, (q, k, v, short)):
+    for name, traced in traced_forms(attend, (q, k, v, short)):
         got = to_numpy(traced(*(ops.convert_to_tensor(x) for x in (q, k, v, value_mask))))
         expected, _ = reference_attention(q, v, k, value_mask=value_mask)
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6, err_msg=name)

@@ -40,7 +40,7 @@ def attention_scores(query, key, *, score_mode="dot", scale=None, concat_score_w
     return scores if scale is None else scores * scale
 
 
-def masked_softmax(scores, mask=None, causal_bias=None, *, mask_as_bias=False):
+def masked_softmax(scores, mask=None, causal_bias=None, key_weights=None):
     """Softmax over the last axis in float32, masked positions exactly zero.
 
     No large-negative bias in the input dtype (which overflows in float16):
@@ -50,46 +50,44 @@ def masked_softmax(scores, mask=None, causal_bias=None, *, mask_as_bias=False):
     mask leaves, if any); the caller zeroes it (`_masks.rows_with_a_key`)
     unless those keys' values are zeros. Gradients stay finite.
 
-    `mask` (a key or attention mask) is boolean, broadcastable to the
-    scores, or None. `causal_bias` is the causal mask as a float32 bias
-    (`_masks.causal_fill` with `seen=0.0` and `hidden=CAUSAL_SCORE`), or
-    None. The causal bias, and with `mask_as_bias` a key mask
-    `(batch..., 1, Tv)`, is added to the scores in its own (narrow) shape:
-    cheaper than a select over the scores on PyTorch's CPU kernels, with the
-    identity as gradient. A bias hides only finite scores below 1e29 in
-    magnitude, so `mask_as_bias` says the caller zeroed the keys `mask`
-    hides, or lets a NaN or inf among them reach the row (as Keras's layer
-    does); without it, the scores `mask` hides are replaced (a NaN there
-    stays out) with `MASKED_SCORE`.
+    A mask comes in one of two forms (a call may use both):
+
+    - `mask` (a key or attention mask), boolean, broadcastable to the
+      scores: the scores it hides are replaced with `MASKED_SCORE`, so a
+      NaN there stays out.
+    - Biases added to the scores in their own (narrow) shapes, cheaper than
+      a select over the scores on PyTorch's CPU kernels, with the identity
+      as gradient: `causal_bias`, the causal mask as a float32 bias
+      (`_masks.causal_fill` with `seen=0.0` and `hidden=CAUSAL_SCORE`), and
+      `key_weights`, a key mask `(batch..., 1, Tv)` as 1.0 (seen) and 0.0
+      (hidden) in the softmax's dtype (`softmax_dtype`). A bias hides only
+      finite scores below 1e29 in magnitude, so `key_weights` is for a
+      caller that zeroed the keys it hides, or lets a NaN or inf among them
+      reach the row (as Keras's layer does).
     """
-    dtype = dtype_name(scores.dtype)
-    if dtype not in ("float32", "float64"):
-        dtype = "float32"
-        scores = ops.cast(scores, dtype)
+    dtype = softmax_dtype(scores.dtype)
+    scores = _prepare.cast(scores, dtype)
     if 0 in scores.shape:
         # An empty batch, Tq = 0 or Tv = 0: nothing to normalise (and max
         # has no identity).
         return ops.zeros_like(scores)
+    if key_weights is not None:
+        # 0 where seen, MASKED_SCORE where hidden. Added on its own, not
+        # summed with the causal bias first: a sum of two narrow biases
+        # would broadcast both ways, a slow case for TensorFlow's kernels.
+        scores = scores + (key_weights - 1.0) * -MASKED_SCORE
     if mask is not None:
-        if mask_as_bias and _narrower_than(mask, scores):
-            # 0 where seen, MASKED_SCORE where hidden: a cast and two
-            # operators on the narrow mask, cheaper than a select in eager
-            # PyTorch. Added on its own, not summed with the causal bias
-            # first: a sum of two narrow biases would broadcast both ways,
-            # a slow case for TensorFlow's kernels.
-            scores = scores + (ops.cast(mask, dtype) - 1.0) * -MASKED_SCORE
-        else:
-            # Masked scores become the fill, whose exp underflows to exactly
-            # 0 after softmax subtracts the row max.
-            scores = ops.where(mask, scores, MASKED_SCORE)
+        # Masked scores become the fill, whose exp underflows to exactly
+        # 0 after softmax subtracts the row max.
+        scores = ops.where(mask, scores, MASKED_SCORE)
     if causal_bias is not None:
         scores = scores + _prepare.cast(causal_bias, dtype)
     return ops.softmax(scores, axis=-1)
 
 
-def _narrower_than(mask, scores):
-    """Whether `mask` broadcasts over the query rows or the batch of `scores`."""
-    return len(mask.shape) < len(scores.shape) or mask.shape[-2] == 1
+def softmax_dtype(dtype):
+    """The dtype `masked_softmax` computes in for scores of `dtype`: float32, or float64."""
+    return "float64" if dtype_name(dtype) == "float64" else "float32"
 
 
 def reference_attention(
@@ -106,6 +104,7 @@ def reference_attention(
     seed=None,
     empty_rows="weights",
     mask_as_bias=False,
+    keep_constants=False,
 ):
     """Attention of `query` over `key`/`value`; returns `(output, weights)`.
 
@@ -124,7 +123,11 @@ def reference_attention(
             None when the caller knows such a row averages zeroed values
             (every key `mask` hides is zeroed, and every row sees key 0
             under the causal mask: see `CAUSAL_SCORE`).
-        mask_as_bias: add `mask` to the scores as a bias (see `masked_softmax`).
+        mask_as_bias: add `mask`, where it is a key mask (one row, or fewer
+            dims than the scores), to the scores as a bias: `masked_softmax`'s
+            `key_weights`, with its conditions.
+        keep_constants: keep the causal bias of a short sequence as a tensor
+            for later calls (`_masks.causal_fill`'s `keep`).
     """
     scores = attention_scores(
         query, key, score_mode=score_mode, scale=scale, concat_score_weight=concat_score_weight
@@ -132,9 +135,19 @@ def reference_attention(
     q_len = kv_len = None  # read only under a causal mask: `ops.shape` costs eager calls
     if causal_offset is not None:
         q_len, kv_len = ops.shape(scores)[-2], ops.shape(scores)[-1]
+    key_weights = None
+    if mask is not None and mask_as_bias and _narrower_than(mask, scores):
+        # One cast of the narrow key mask serves as the bias and as the
+        # count of each row's keys.
+        key_weights, mask = ops.cast(mask, softmax_dtype(scores.dtype)), None
     keep = None
     if empty_rows is not None and 0 not in scores.shape:
-        keep = _masks.rows_with_a_key(mask, causal_offset, q_len=q_len, kv_len=kv_len)
+        keep = _masks.rows_with_a_key(
+            mask if key_weights is None else key_weights,
+            causal_offset,
+            q_len=q_len,
+            kv_len=kv_len,
+        )
         keys, value_dim = scores.shape[-1], value.shape[-1]
         if empty_rows == "output" and None not in (keys, value_dim) and keys <= value_dim:
             empty_rows = "weights"  # the weights are the smaller tensor
@@ -143,15 +156,22 @@ def reference_attention(
         # The causal mask as a bias: for short sequences a constant, one op
         # per call, not a cast and two operators on the boolean mask.
         causal_bias = _masks.causal_fill(
-            q_len, kv_len, causal_offset, seen=0.0, hidden=CAUSAL_SCORE
+            q_len, kv_len, causal_offset, seen=0.0, hidden=CAUSAL_SCORE, keep=keep_constants
         )
-    weights = masked_softmax(scores, mask, causal_bias, mask_as_bias=mask_as_bias)
+    weights = masked_softmax(scores, mask, causal_bias, key_weights)
     if keep is not None and empty_rows == "weights":
-        weights = weights * ops.cast(keep, weights.dtype)
+        weights = weights * _prepare.cast(keep, dtype_name(weights.dtype))
     weights = _prepare.cast(weights, dtype_name(value.dtype))
     if dropout > 0:
         weights = keras.random.dropout(weights, dropout, seed=seed)
     output = weights @ value
     if keep is not None and empty_rows == "output":
+        if key_weights is not None:
+            keep = keep > 0
         output = ops.where(keep, output, 0.0)
     return output, weights
+
+
+def _narrower_than(mask, scores):
+    """Whether `mask` broadcasts over the query rows or the batch of `scores`."""
+    return len(mask.shape) < len(scores.shape) or mask.shape[-2] == 1
