@@ -484,6 +484,21 @@ def keras_math(q, k, v, value_mask, scale=1.0):
     return ops.matmul(ops.softmax(scores, axis=-1), v)
 
 
+def reference_ops(q, k, v, value_mask, scale):
+    """The tensor ops the reference path runs by default (without
+    nan_safe_padding) for a value mask, when Tv is at most the values'
+    depth, written out: the key mask cast to float once, added to the scores
+    as a bias, softmax, rows without a key (the mask's row max) zeroed in
+    the weights, the weighted sum."""
+    from keras import ops
+
+    key_weights = ops.cast(value_mask[:, None, :], "float32")
+    scores = (q @ ops.swapaxes(k, -1, -2)) * scale
+    scores = scores + (key_weights - 1.0) * 1e30
+    weights = ops.softmax(scores, axis=-1)
+    return (weights * ops.max(key_weights, axis=-1, keepdims=True)) @ v
+
+
 def _in_ms(timings):
     """A row's `median_ms` and `samples_ms` (in round order) from `measure`'s timings."""
     return dict(
@@ -527,15 +542,7 @@ def worker_overhead(spec, base):
         return lambda q, k, v, m: layer([q, v, k], mask=[None, m])
 
     def kernel_same_ops(q, k, v, value_mask):
-        # The tensor ops the reference path runs for this call by default
-        # (without nan_safe_padding), written out: the key mask added to the
-        # scores as a bias, softmax, rows without a key zeroed in the
-        # weights (the smaller tensor here), the weighted sum.
-        scores = (q @ ops.swapaxes(k, -1, -2)) * scale
-        scores = scores + (ops.cast(value_mask[:, None, :], "float32") - 1.0) * 1e30
-        weights = ops.softmax(scores, axis=-1)
-        has_key = ops.any(value_mask[:, None, :], axis=-1, keepdims=True)
-        return (weights * ops.cast(has_key, weights.dtype)) @ v
+        return reference_ops(q, k, v, value_mask, scale)
 
     variants = {
         "kernel": kernel,

@@ -1,0 +1,45 @@
+"""The benchmark's written-out ops compute what they stand for.
+
+The overhead part of `benchmarks/grid.py` times the public function against
+`reference_ops` (the reference path's tensor ops written out) and
+`keras_math` (`keras.layers.Attention`'s); a figure from either is only
+meaningful while each computes the same result as what it stands for.
+"""
+
+import keras
+import numpy as np
+from keras import ops
+
+from luong_attention import luong_attention
+from tests.helpers import benchmark_module, to_numpy
+
+B, T, D = 4, 6, 8  # Tv <= depth: the weights are where rows without a key are zeroed
+
+
+def _inputs():
+    rng = np.random.default_rng(0)
+    q, k, v = (ops.convert_to_tensor(rng.standard_normal((B, T, D)), "float32") for _ in range(3))
+    value_mask = np.arange(T) < np.array([6, 3, 1, 0])[:, None]  # the last sees no key
+    return q, k, v, ops.convert_to_tensor(value_mask)
+
+
+def test_reference_ops_are_the_reference_path(monkeypatch):
+    grid = benchmark_module("grid", monkeypatch)
+    q, k, v, value_mask = _inputs()
+    scale = ops.convert_to_tensor(0.5)
+    expected = luong_attention(
+        q, v, k, value_mask=value_mask, scale=scale, implementation="reference"
+    )
+    got = to_numpy(grid.reference_ops(q, k, v, value_mask, scale))
+    np.testing.assert_allclose(got, to_numpy(expected), rtol=1e-6, atol=1e-6)
+    assert np.all(got[-1] == 0)
+
+
+def test_keras_math_is_keras_attention(monkeypatch):
+    grid = benchmark_module("grid", monkeypatch)
+    q, k, v, value_mask = _inputs()
+    layer = keras.layers.Attention(use_scale=True)
+    expected = layer([q, v, k], mask=[None, value_mask])
+    scale = ops.convert_to_tensor(layer.scale)
+    got = grid.keras_math(q, k, v, value_mask, scale)
+    np.testing.assert_allclose(to_numpy(got), to_numpy(expected), rtol=1e-6, atol=1e-6)
