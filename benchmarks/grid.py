@@ -1,6 +1,6 @@
 """Benchmark grid: LuongAttention against Keras's attention, per backend, on one machine.
 
-Five parts, each backend in its own subprocess (its own Python: `--python`):
+Seven parts, each backend in its own subprocess (its own Python: `--python`):
 
 - grid: T in {16, 64, 256, 1024, 4096}, B = 32 (B = 2 at T = 4096),
   D in {64, 128}, masks none / padding / causal / causal+padding, modes fwd
@@ -55,6 +55,13 @@ Five parts, each backend in its own subprocess (its own Python: `--python`):
   and fwd+bwd. Variants: "auto" without and with `skip_padded_keys=True`,
   `keras.layers.Attention` and `keras.ops.dot_product_attention`, all given
   the same masks.
+- blocks: the blocked path's block of query rows, per backend: at T in
+  {1024, 4096} (B as in the grid), D in {64, 128}, no mask and causal, fwd
+  and fwd+bwd, float32, the blocked path with
+  `BlockedOptions(min_block_size=n)` for each n of `BLOCK_SIZES`, the sizes
+  interleaved as the grid's variants are. report.py writes the fastest per
+  backend, length regime and mode into the auto table, which the blocked
+  path reads when no `blocked_options` are given.
 
 Every row keeps its samples in round order (`samples_ms`), so report.py can
 pair a variant's sample with Keras's from the same round.
@@ -90,9 +97,14 @@ PATHS = ("reference", "fused", "blocked")
 VARIANTS = ("auto", *PATHS, "keras_attention", "keras_dpa")
 EXAMPLES = ("seq2seq_dates", "text_similarity")
 E2E_VARIANTS = ("keras_attention", "luong_attention")
-PARTS = ("grid", "matmul", "e2e", "overhead", "guard", "skip")
+PARTS = ("grid", "matmul", "e2e", "overhead", "guard", "skip", "blocks")
 GUARD_LENGTHS = (16, 64)
 SKIP_LENGTHS = (256, 1024)
+# The blocks part: the lengths where the blocked path runs more than one
+# block of rows, and the smallest block sizes it tries there.
+BLOCK_LENGTHS = (1024, 4096)
+BLOCK_SIZES = (128, 256, 512, 1024)
+BLOCK_MASKS = ("none", "causal")
 # --quick: enough cells to run every part of the pipeline in a minute or two
 # per backend; T=256 calibrates the full-run estimate.
 QUICK = dict(
@@ -103,6 +115,8 @@ QUICK = dict(
     e2e_sample_ms=0.0,
     e2e_min_ms=0.0,
     skip_lengths=(256,),
+    block_lengths=(1024,),
+    block_sizes=(256, 512),
 )
 # --min-cell-ms of a full run, and the most rounds a cell gets to reach it.
 MIN_CELL_MS = 600.0
@@ -687,6 +701,60 @@ def worker_skip(spec, base):
                     )
 
 
+def worker_blocks(spec, base):
+    from luong_attention.functional import luong_attention
+    from luong_attention.kernels import BlockedOptions
+
+    for length in spec["block_lengths"]:
+        batch = batch_for(length)
+        for dim in spec["dims"]:
+            q, k, v, _, _ = make_inputs(batch, length, dim, "float32")
+            for mask in BLOCK_MASKS:
+                for mode in MODES:
+                    train = mode == "fwd+bwd"
+                    runners = {}
+                    for size in spec["block_sizes"]:
+                        options = BlockedOptions(min_block_size=size)
+
+                        def call(q, k, v, options=options, causal=mask == "causal", train=train):
+                            return luong_attention(
+                                q,
+                                v,
+                                key=k,
+                                causal=causal,
+                                training=train,
+                                implementation="blocked",
+                                blocked_options=options,
+                            )
+
+                        runners[size] = compiled(call, grad=train)
+                    first = warm_up(runners, (q, k, v))
+                    timings = measure(
+                        runners,
+                        (q, k, v),
+                        spec["rounds"],
+                        spec["min_sample_ms"] / 1000,
+                        spec["min_cell_ms"] / 1000,
+                    )
+                    for size, (median, calls, rounds, samples) in timings.items():
+                        _emit(
+                            "blocks",
+                            **base,
+                            T=length,
+                            B=batch,
+                            D=dim,
+                            mask=mask,
+                            mode=mode,
+                            dtype="float32",
+                            min_block_size=size,
+                            median_ms=1000 * median,
+                            samples_ms=[1000 * x for x in samples],
+                            rounds=rounds,
+                            calls_per_round=calls,
+                            first_call_ms=1000 * first[size],
+                        )
+
+
 def worker(spec):
     import keras
 
@@ -709,6 +777,7 @@ def worker(spec):
             "overhead": worker_overhead,
             "guard": worker_guard,
             "skip": worker_skip,
+            "blocks": worker_blocks,
         }[part](spec, base)
         _emit("timing", **base, part=part, seconds=time.perf_counter() - start)
 
@@ -887,6 +956,8 @@ def drive(args):
         e2e_min_ms=QUICK["e2e_min_ms"] if args.quick else E2E_MIN_MS,
         parts=args.parts,
         skip_lengths=list(QUICK["skip_lengths"] if args.quick else SKIP_LENGTHS),
+        block_lengths=list(QUICK["block_lengths"] if args.quick else BLOCK_LENGTHS),
+        block_sizes=list(QUICK["block_sizes"] if args.quick else BLOCK_SIZES),
     )
     results = dict(
         quick=args.quick,
@@ -908,6 +979,7 @@ def drive(args):
         overhead=[],
         guard=[],
         skip=[],
+        blocks=[],
     )
     part_seconds = {}
     for backend in backends:

@@ -12,7 +12,10 @@ Reads `benchmarks/results/grid.json` (written by `benchmarks/grid.py`) and write
   regime, mask, dtype ("low": the bfloat16 cells) and mode, our explicit
   paths ranked by measured median, fastest first (geometric mean over D).
   A regime the run did not measure (a `--quick` run) takes the ranking of
-  the nearest measured one and says so in `"measured_length"`. Written only
+  the nearest measured one and says so in `"measured_length"`. Its
+  `"blocked_block_sizes"` give the blocked path's smallest block per
+  backend, device, length regime and mode, from the blocks part (a run
+  without it keeps the table's earlier ones). Written only
   when the results cover all three backends, so a one-backend run cannot
   drop the others from the table.
 
@@ -30,7 +33,7 @@ ROOT = os.path.dirname(HERE)
 BACKENDS = ("jax", "torch", "tensorflow")
 PATHS = ("reference", "fused", "blocked")
 VARIANTS = ("auto", *PATHS, "keras_attention", "keras_dpa")
-PARTS = ("grid", "matmul", "e2e", "overhead", "guard", "skip")  # as in grid.py
+PARTS = ("grid", "matmul", "e2e", "overhead", "guard", "skip", "blocks")  # as in grid.py
 # The variants of grid.py's skip part, in the columns of its table.
 SKIP_VARIANTS = ("auto", "auto_skip", "keras_attention", "keras_dpa")
 MASKS = ("none", "padding", "causal", "causal+padding")
@@ -43,6 +46,11 @@ TARGET_LONG_CAUSAL = 0.5  # at T = 4096, causal
 TARGET_FLOP_RATE = 0.5  # of the backend's own float32 matmul rate
 TARGET_OVERHEAD = 0.10  # validation and dispatch, fraction of the call
 INTERVAL_LEVEL = 0.95  # of the confidence interval beside a ratio against Keras
+# The blocked path's default smallest block (BlockedOptions.min_block_size);
+# the blocks part replaces it in a regime only with a size faster by more
+# than BLOCK_MARGIN, so that noise between equal sizes leaves it alone.
+DEFAULT_BLOCK = 256
+BLOCK_MARGIN = 0.05
 
 
 def regime_of(length, regimes=LENGTH_REGIMES):
@@ -401,6 +409,74 @@ def skip_table(results):
     return lines
 
 
+def block_speeds(results):
+    """{(backend, device, regime, mode): {size: geometric mean ms over D and mask}}."""
+    cells = {}
+    for r in results.get("blocks", []):
+        key = (r["backend"], r["device"], regime_of(r["T"]), MODES[r["mode"]])
+        cells.setdefault(key, {}).setdefault(r["min_block_size"], []).append(r["median_ms"])
+    return {key: {size: _geomean(ms) for size, ms in sizes.items()} for key, sizes in cells.items()}
+
+
+def chosen_block(speeds):
+    """The size of `{size: ms}` the blocked path takes: the default block,
+    unless another is faster by more than `BLOCK_MARGIN`."""
+    fastest = min(speeds, key=lambda size: (speeds[size], size))
+    if DEFAULT_BLOCK in speeds and speeds[fastest] > (1 - BLOCK_MARGIN) * speeds[DEFAULT_BLOCK]:
+        return DEFAULT_BLOCK
+    return fastest
+
+
+def block_sizes(results):
+    """The auto table's `"blocked_block_sizes"` rows, from the blocks part."""
+    return [
+        dict(
+            backend=backend,
+            device=device,
+            length=regime,
+            mode=mode,
+            min_block_size=chosen_block(speeds),
+        )
+        for (backend, device, regime, mode), speeds in sorted(block_speeds(results).items())
+    ]
+
+
+def blocks_table(results):
+    """The blocked path's time per smallest block, against the default block."""
+    speeds = block_speeds(results)
+    sizes = sorted({size for by_size in speeds.values() for size in by_size})
+    lines = [
+        "",
+        "#### Block size of the blocked path",
+        "",
+        "Per backend, length regime and mode: the blocked path with "
+        "`BlockedOptions(min_block_size=n)`: the geometric mean, over the D and the masks "
+        "(none, causal) measured, of the median ms, and in brackets its ratio to the "
+        f"default block's ({DEFAULT_BLOCK}). "
+        "Chosen: the size the blocked path takes with no `blocked_options` (the "
+        f"default, unless another is more than {BLOCK_MARGIN:.0%} faster).",
+        "",
+        "| backend | device | T | mode | " + " | ".join(f"{n}" for n in sizes) + " | chosen |",
+        "|---|---|---|---|" + "---|" * len(sizes) + "---|",
+    ]
+    for (backend, device, regime, mode), by_size in sorted(speeds.items()):
+        base = by_size.get(DEFAULT_BLOCK)
+        cells = [
+            "—"
+            if n not in by_size
+            else f"{fmt_number(by_size[n])}" + (f" ({by_size[n] / base:.2f})" if base else "")
+            for n in sizes
+        ]
+        lines.append(
+            f"| {backend} | {device} | {regime} | {mode} | "
+            + " | ".join(cells)
+            + f" | {chosen_block(by_size)} |"
+        )
+    if not speeds:
+        lines.append("| (not measured in this run) |" + " |" * 4)
+    return lines
+
+
 def _rounds(spec):
     """How many rounds a cell got, in words."""
     if not spec.get("min_cell_ms"):
@@ -479,6 +555,7 @@ def markdown(results, source="benchmarks/results/grid.json"):
         ("overhead", overhead_lines),
         ("guard", guard_table),
         ("skip", skip_table),
+        ("blocks", blocks_table),
     )
     for part, section in sections:
         if part in parts:
@@ -596,6 +673,7 @@ def auto_table(results, source):
         "quick": bool(results.get("quick")),
         "length_regimes": LENGTH_REGIMES,
         "rankings": rankings,
+        "blocked_block_sizes": block_sizes(results),
     }
 
 
@@ -624,6 +702,8 @@ def main(argv=None):
         devices = {row["device"] for row in table["rankings"]}
         table["rankings"] += [r for r in previous["rankings"] if r["device"] not in devices]
         table.update({k: v for k, v in previous.items() if k.startswith("gpu_")})
+        if not table["blocked_block_sizes"]:  # a run without the blocks part
+            table["blocked_block_sizes"] = previous.get("blocked_block_sizes", [])
     with open(args.table, "w") as f:
         json.dump(table, f, indent=1)
         f.write("\n")

@@ -20,6 +20,7 @@ from typing import NamedTuple
 import keras
 
 from luong_attention._validation import LOW_PRECISION
+from luong_attention.kernels.blocked import BlockedOptions
 
 PATHS = ("reference", "fused", "blocked")
 MASK_KINDS = ("none", "padding", "causal", "causal+padding")
@@ -132,6 +133,34 @@ def ranking(*, backend, device, length, mask, dtype, mode):
 def _rankings():
     keys = ("backend", "device", "length", "mask", "dtype", "mode")
     return {tuple(row[k] for k in keys): tuple(row["paths"]) for row in _table()["rankings"]}
+
+
+def blocked_options(call, backend):
+    """The blocked path's options for `call` when the caller gives none.
+
+    The smallest block of query rows is the one `nox -s bench` measured
+    fastest for the call's backend, device, length regime and mode (the
+    table's `"blocked_block_sizes"`); a regime it did not measure keeps
+    `BlockedOptions`' default.
+    """
+    device = device_kind()
+    key = (
+        backend,
+        device,
+        length_regime(call.q_len, call.kv_len, device=device),
+        "train" if call.training else "infer",
+    )
+    size = _block_sizes().get(key)
+    return BlockedOptions() if size is None else BlockedOptions(min_block_size=size)
+
+
+@functools.cache
+def _block_sizes():
+    keys = ("backend", "device", "length", "mode")
+    return {
+        tuple(row[k] for k in keys): row["min_block_size"]
+        for row in _table().get("blocked_block_sizes", [])
+    }
 
 
 @functools.cache
