@@ -14,7 +14,8 @@ Reads `benchmarks/results/grid.json` (written by `benchmarks/grid.py`) and write
   A regime the run did not measure (a `--quick` run) takes the ranking of
   the nearest measured one and says so in `"measured_length"`. Its
   `"blocked_block_sizes"` give the blocked path's smallest block per
-  backend, device, length regime and mode, from the blocks part (a run
+  backend, device, length regime, mode and causal mask or not, from the
+  blocks part (a run
   without it keeps the table's earlier ones). Written only
   when the results cover all three backends, so a one-backend run cannot
   drop the others from the table.
@@ -410,10 +411,16 @@ def skip_table(results):
 
 
 def block_speeds(results):
-    """{(backend, device, regime, mode): {size: geometric mean ms over D and mask}}."""
+    """{(backend, device, regime, mode, causal): {size: geometric mean ms over D}}.
+
+    Without a causal mask every block computes all its keys, so a padding
+    mask (which changes no block's work) goes with no mask; under a causal
+    mask, larger blocks also compute more of the tiles it cuts through.
+    """
     cells = {}
     for r in results.get("blocks", []):
-        key = (r["backend"], r["device"], regime_of(r["T"]), MODES[r["mode"]])
+        causal = "causal" in r["mask"]
+        key = (r["backend"], r["device"], regime_of(r["T"]), MODES[r["mode"]], causal)
         cells.setdefault(key, {}).setdefault(r["min_block_size"], []).append(r["median_ms"])
     return {key: {size: _geomean(ms) for size, ms in sizes.items()} for key, sizes in cells.items()}
 
@@ -435,9 +442,10 @@ def block_sizes(results):
             device=device,
             length=regime,
             mode=mode,
+            causal=causal,
             min_block_size=chosen_block(speeds),
         )
-        for (backend, device, regime, mode), speeds in sorted(block_speeds(results).items())
+        for (backend, device, regime, mode, causal), speeds in sorted(block_speeds(results).items())
     ]
 
 
@@ -449,17 +457,18 @@ def blocks_table(results):
         "",
         "#### Block size of the blocked path",
         "",
-        "Per backend, length regime and mode: the blocked path with "
-        "`BlockedOptions(min_block_size=n)`: the geometric mean, over the D and the masks "
-        "(none, causal) measured, of the median ms, and in brackets its ratio to the "
-        f"default block's ({DEFAULT_BLOCK}). "
+        "Per backend, length regime, mode and causal mask or not: the blocked path with "
+        "`BlockedOptions(min_block_size=n)`, the geometric mean over the D measured of the "
+        f"median ms, and in brackets its ratio to the default block's ({DEFAULT_BLOCK}). "
         "Chosen: the size the blocked path takes with no `blocked_options` (the "
         f"default, unless another is more than {BLOCK_MARGIN:.0%} faster).",
         "",
-        "| backend | device | T | mode | " + " | ".join(f"{n}" for n in sizes) + " | chosen |",
-        "|---|---|---|---|" + "---|" * len(sizes) + "---|",
+        "| backend | device | T | mode | causal | "
+        + " | ".join(f"{n}" for n in sizes)
+        + " | chosen |",
+        "|---|---|---|---|---|" + "---|" * len(sizes) + "---|",
     ]
-    for (backend, device, regime, mode), by_size in sorted(speeds.items()):
+    for (backend, device, regime, mode, causal), by_size in sorted(speeds.items()):
         base = by_size.get(DEFAULT_BLOCK)
         cells = [
             "—"
@@ -468,12 +477,12 @@ def blocks_table(results):
             for n in sizes
         ]
         lines.append(
-            f"| {backend} | {device} | {regime} | {mode} | "
+            f"| {backend} | {device} | {regime} | {mode} | {'yes' if causal else 'no'} | "
             + " | ".join(cells)
             + f" | {chosen_block(by_size)} |"
         )
     if not speeds:
-        lines.append("| (not measured in this run) |" + " |" * 4)
+        lines.append("| (not measured in this run) |" + " |" * 5)
     return lines
 
 

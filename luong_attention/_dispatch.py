@@ -139,9 +139,9 @@ def blocked_options(call, backend):
     """The blocked path's options for `call` when the caller gives none.
 
     The smallest block of query rows is the one `nox -s bench` measured
-    fastest for the call's backend, device, length regime and mode (the
-    table's `"blocked_block_sizes"`); a regime it did not measure keeps
-    `BlockedOptions`' default.
+    fastest for the call's backend, device, length regime, mode and causal
+    mask or not (the table's `"blocked_block_sizes"`); a regime it did not
+    measure keeps `BlockedOptions`' default.
     """
     device = device_kind()
     key = (
@@ -149,6 +149,7 @@ def blocked_options(call, backend):
         device,
         length_regime(call.q_len, call.kv_len, device=device),
         "train" if call.training else "infer",
+        call.causal,
     )
     size = _block_sizes().get(key)
     return BlockedOptions() if size is None else BlockedOptions(min_block_size=size)
@@ -156,7 +157,7 @@ def blocked_options(call, backend):
 
 @functools.cache
 def _block_sizes():
-    keys = ("backend", "device", "length", "mode")
+    keys = ("backend", "device", "length", "mode", "causal")
     return {
         tuple(row[k] for k in keys): row["min_block_size"]
         for row in _table().get("blocked_block_sizes", [])

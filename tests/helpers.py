@@ -180,8 +180,13 @@ def small_blocks(block_size=2, *, recompute_weights=False, monkeypatch=None):
     `recompute_weights=True` makes the backward pass recompute the weights
     block by block (what long inputs get) instead of keeping them. Given
     `monkeypatch`, they are also the blocked path's default for the test, for
-    calls that cannot pass them (the layer has no `blocked_options`).
+    calls that cannot pass them (the layer has no `blocked_options`): what
+    `_dispatch.blocked_options` gives a call, and `BlockedOptions()` for the
+    kernel called alone. The test starts with no checked signatures, whose
+    kernels keep the options they were checked with, and its own are
+    dropped after it.
     """
+    from luong_attention import _dispatch, functional
     from luong_attention.kernels import blocked
 
     keep = blocked.BlockedOptions().save_weights_below_bytes
@@ -192,6 +197,8 @@ def small_blocks(block_size=2, *, recompute_weights=False, monkeypatch=None):
     )
     if monkeypatch is not None:
         monkeypatch.setattr(blocked, "BlockedOptions", lambda: options)
+        monkeypatch.setattr(_dispatch, "blocked_options", lambda call, backend: options)
+        monkeypatch.setattr(functional, "_CHECKED", {})
     return options
 
 

@@ -70,6 +70,32 @@ def test_the_gpu_regimes_are_the_cpu_ones_up_to_2048(table):
     assert table["length_regimes"][3] == [2048, "1024"]
 
 
+def test_block_sizes_use_known_values_once(table):
+    keys = []
+    for row in table["blocked_block_sizes"]:
+        assert set(row) == {"backend", "device", "length", "mode", "causal", "min_block_size"}
+        assert row["backend"] in BACKENDS
+        assert row["device"] in ("cpu", "gpu")
+        assert row["length"] in REGIMES
+        assert row["mode"] in MODES
+        assert row["causal"] in (False, True)
+        size = row["min_block_size"]
+        assert isinstance(size, int) and not isinstance(size, bool) and size >= 1
+        keys.append(tuple(row[k] for k in ("backend", "device", "length", "mode", "causal")))
+    assert len(keys) == len(set(keys)), "a regime has two block sizes"
+
+
+def test_the_cpu_rows_are_those_the_results_give(table, monkeypatch):
+    """What `benchmarks/report.py` computes from the results the table names."""
+    if table["generated_by"] != "nox -s bench":
+        pytest.skip("not a measured table")
+    report = benchmark_module("report", monkeypatch)
+    results = json.loads((ROOT / table["source"]).read_text())
+    expected = report.auto_table(results, table["source"])
+    assert [r for r in table["rankings"] if r["device"] == "cpu"] == expected["rankings"]
+    assert table["blocked_block_sizes"] == expected["blocked_block_sizes"]
+
+
 def test_rankings_use_known_values_only(table):
     for entry in table["rankings"]:
         assert entry["backend"] in BACKENDS

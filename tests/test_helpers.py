@@ -54,11 +54,17 @@ def test_finite_differences_of_a_known_function():
 
 
 def test_small_blocks_are_the_blocked_default_only_when_asked(monkeypatch):
+    import keras
+
+    from luong_attention import _dispatch
     from luong_attention.kernels import blocked
 
     options = small_blocks(3, recompute_weights=True)
     assert (options.block_size, options.chain_above_bytes) == (3, 0)
     assert options.save_weights_below_bytes == 0
     assert blocked.BlockedOptions() != options
+    call = _dispatch.Call(q_len=4096, kv_len=4096, training=True)
+    assert _dispatch.blocked_options(call, keras.backend.backend()) != options
     small_blocks(3, recompute_weights=True, monkeypatch=monkeypatch)
     assert blocked.BlockedOptions() == options
+    assert _dispatch.blocked_options(call, keras.backend.backend()) == options

@@ -23,6 +23,7 @@ from luong_attention import (
     luong_attention,
 )
 from luong_attention.functional import _checked_masks
+from luong_attention.kernels.blocked import blocked_attention
 from luong_attention.kernels.fused import fused_attention
 from luong_attention.kernels.reference import CAUSAL_SCORE, masked_softmax
 from tests.helpers import (
@@ -338,6 +339,44 @@ def test_auto_takes_the_first_measured_path_the_call_supports(training, masked, 
     assert _select("auto", **options) == ranked[0]
     # A path the call cannot take is passed over.
     assert _select("auto", return_attention_scores=True, **options) == "reference"
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_blocked_takes_the_measured_block_size_unless_given_options(training, monkeypatch):
+    from luong_attention import functional
+    from luong_attention.kernels import BlockedOptions
+
+    backend, device = keras.backend.backend(), _dispatch.device_kind()
+    regime = _dispatch.length_regime(TQ, TV, device=device)
+    mode = "train" if training else "infer"
+    # A measured block of 2 rows for this regime and mode, causal, only.
+    sizes = {(backend, device, regime, mode, True): 2}
+    monkeypatch.setattr(_dispatch, "_block_sizes", lambda: sizes)
+    monkeypatch.setattr(functional, "_CHECKED", {})
+    seen = []
+
+    def spy(**kwargs):
+        seen.append(kwargs["options"])
+        return blocked_attention(**kwargs)
+
+    monkeypatch.setattr(functional, "blocked_attention", spy)
+    q, k, v = _qkv(_rng(11))
+    expected = _outputs("reference", None, q, k, v, causal=True)
+    given = BlockedOptions(block_size=4)
+    for options in (None, given):
+        out = luong_attention(
+            q, v, k, causal=True, training=training, implementation="blocked",
+            blocked_options=options,
+        )  # fmt: skip
+        np.testing.assert_allclose(to_numpy(out), expected, atol=2e-5, rtol=2e-5)
+    assert seen == [BlockedOptions(min_block_size=2), given]
+    assert seen[0].rows_per_block(TQ) == 2
+    # The other mode, or no causal mask, was not measured: the defaults.
+    for other in (
+        _dispatch.Call(q_len=TQ, kv_len=TV, causal=True, training=not training),
+        _dispatch.Call(q_len=TQ, kv_len=TV, causal=False, training=training),
+    ):
+        assert _dispatch.blocked_options(other, backend) == BlockedOptions()
 
 
 def test_auto_gives_the_reference_results_and_weights(blocks):

@@ -179,3 +179,74 @@ def test_rows_a_merged_run_kept_are_reported(report):
     results = _run_of(["grid"])
     assert "#### Skipping padding" in report.markdown(results)
     assert "#### Skipping padding" not in report.markdown({**results, "skip": []})
+
+
+def _blocks_results(times):
+    """Blocks-part rows: `times` maps (T, mode, min_block_size) to ms, for D 64 and 128."""
+    rows = []
+    for (length, mode, size), ms in times.items():
+        for dim, factor in ((64, 1.0), (128, 4.0)):
+            rows.append(
+                {
+                    "kind": "blocks",
+                    "backend": "tensorflow",
+                    "device": "cpu",
+                    "T": length,
+                    "B": 2,
+                    "D": dim,
+                    "mask": "causal",
+                    "mode": mode,
+                    "dtype": "float32",
+                    "min_block_size": size,
+                    "median_ms": ms * factor,
+                }
+            )
+    return {"blocks": rows}
+
+
+def test_the_block_size_is_the_default_unless_another_is_clearly_faster(report):
+    assert report.chosen_block({128: 10.0, 256: 10.0, 512: 9.6}) == 256  # 4 % faster: noise
+    assert report.chosen_block({128: 10.0, 256: 10.0, 512: 9.4}) == 512
+    assert report.chosen_block({256: 10.0, 1024: 12.0}) == 256
+    assert report.chosen_block({512: 9.0, 1024: 8.0}) == 1024  # no default measured
+
+
+def test_block_sizes_per_regime_and_mode_from_the_geometric_mean(report):
+    results = _blocks_results(
+        {
+            (4096, "fwd+bwd", 256): 10.0,
+            (4096, "fwd+bwd", 512): 8.0,
+            (4096, "fwd", 256): 10.0,
+            (4096, "fwd", 512): 11.0,
+            (1024, "fwd+bwd", 256): 10.0,
+            (1024, "fwd+bwd", 512): 9.9,
+        }
+    )
+    speeds = report.block_speeds(results)
+    # Geometric mean over D: sqrt(8 * 32) = 16.
+    assert speeds["tensorflow", "cpu", "4096", "train", True][512] == pytest.approx(16.0)
+    assert report.block_sizes(results) == [
+        dict(backend="tensorflow", device="cpu", length=length, mode=mode, causal=True,
+             min_block_size=size)
+        for length, mode, size in (("1024", "train", 256), ("4096", "infer", 256), ("4096", "train", 512))
+    ]  # fmt: skip
+    lines = report.blocks_table(results)
+    (row,) = (line for line in lines if line.startswith("| tensorflow | cpu | 4096 | train |"))
+    assert row == "| tensorflow | cpu | 4096 | train | yes | 20.0 (1.00) | 16.0 (0.80) | 512 |"
+
+
+def test_padding_goes_with_no_mask_and_causal_padding_with_causal(report):
+    rows = _blocks_results({(4096, "fwd", 256): 10.0})["blocks"]
+    kinds = [dict(r, mask=mask) for r in rows for mask in ("none", "padding", "causal+padding")]
+    keys = set(report.block_speeds({"blocks": kinds}))
+    assert keys == {("tensorflow", "cpu", "4096", "infer", c) for c in (False, True)}
+
+
+def test_the_blocks_section_only_with_blocks_rows(report):
+    results = _run_of(["blocks"])
+    assert "#### Block size of the blocked path" in report.markdown(results)
+    assert "| (not measured in this run) |" in report.markdown(results)
+    with_rows = {**results, **_blocks_results({(4096, "fwd", 256): 10.0})}
+    assert "| tensorflow | cpu | 4096 | infer | yes | 20.0 (1.00) | 256 |" in report.markdown(
+        with_rows
+    )
