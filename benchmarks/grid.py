@@ -59,9 +59,10 @@ Seven parts, each backend in its own subprocess (its own Python: `--python`):
   {1024, 4096} (B as in the grid), D in {64, 128}, no mask and causal, fwd
   and fwd+bwd, float32, the blocked path with
   `BlockedOptions(min_block_size=n)` for each n of `BLOCK_SIZES`, the sizes
-  interleaved as the grid's variants are. report.py writes the fastest per
-  backend, length regime and mode into the auto table, which the blocked
-  path reads when no `blocked_options` are given.
+  interleaved as the grid's variants are. report.py writes one size per
+  backend, length regime, mode and causal mask or not into the auto table
+  (the default block unless another is faster by more than its margin),
+  which the blocked path reads when no `blocked_options` are given.
 
 Every row keeps its samples in round order (`samples_ms`), so report.py can
 pair a variant's sample with Keras's from the same round.

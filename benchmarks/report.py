@@ -15,10 +15,9 @@ Reads `benchmarks/results/grid.json` (written by `benchmarks/grid.py`) and write
   the nearest measured one and says so in `"measured_length"`. Its
   `"blocked_block_sizes"` give the blocked path's smallest block per
   backend, device, length regime, mode and causal mask or not, from the
-  blocks part (a run
-  without it keeps the table's earlier ones). Written only
-  when the results cover all three backends, so a one-backend run cannot
-  drop the others from the table.
+  blocks part (a run without it keeps the table's earlier ones). Written
+  only when the results cover all three backends, so a one-backend run
+  cannot drop the others from the table.
 
     python benchmarks/report.py [--results benchmarks/results/grid.json]
 """
@@ -47,7 +46,8 @@ TARGET_LONG_CAUSAL = 0.5  # at T = 4096, causal
 TARGET_FLOP_RATE = 0.5  # of the backend's own float32 matmul rate
 TARGET_OVERHEAD = 0.10  # validation and dispatch, fraction of the call
 INTERVAL_LEVEL = 0.95  # of the confidence interval beside a ratio against Keras
-# The blocked path's default smallest block (BlockedOptions.min_block_size);
+# The blocked path's default smallest block (BlockedOptions.min_block_size,
+# which this stdlib-only module cannot import; tests/test_report.py checks);
 # the blocks part replaces it in a regime only with a size faster by more
 # than BLOCK_MARGIN, so that noise between equal sizes leaves it alone.
 DEFAULT_BLOCK = 256

@@ -88,16 +88,23 @@ def _auto(call, flash, backend):
     elif flash is True and "fused" in supported:
         return "fused"
     mask = "+".join(kind for kind, on in (("causal", call.causal), ("padding", call.masked)) if on)
-    device = device_kind()
+    device, length, mode = _regime(call)
     ranked = ranking(
         backend=backend,
         device=device,
-        length=length_regime(call.q_len, call.kv_len, device=device),
+        length=length,
         mask=mask or "none",
         dtype="low" if call.dtype in LOW_PRECISION else "float32",
-        mode="train" if call.training else "infer",
+        mode=mode,
     )
     return next((p for p in ranked if p in supported), "reference")
+
+
+def _regime(call):
+    """`(device, length regime, mode)` of `call`, as the table names them."""
+    device = device_kind()
+    length = length_regime(call.q_len, call.kv_len, device=device)
+    return device, length, "train" if call.training else "infer"
 
 
 @functools.cache
@@ -143,15 +150,7 @@ def blocked_options(call, backend):
     mask or not (the table's `"blocked_block_sizes"`); a regime it did not
     measure keeps `BlockedOptions`' default.
     """
-    device = device_kind()
-    key = (
-        backend,
-        device,
-        length_regime(call.q_len, call.kv_len, device=device),
-        "train" if call.training else "infer",
-        call.causal,
-    )
-    size = _block_sizes().get(key)
+    size = _block_sizes().get((backend, *_regime(call), call.causal))
     return BlockedOptions() if size is None else BlockedOptions(min_block_size=size)
 
 

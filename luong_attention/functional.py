@@ -90,7 +90,8 @@ def luong_attention(
             tuning knobs of the blocked path (block size, thresholds). None
             (default): `BlockedOptions`' defaults, with the smallest block
             that `nox -s bench` measured fastest for the call's backend,
-            length and mode where it measured one (the auto table).
+            length, mode and causal mask or not where it measured one (the
+            auto table).
         skip_padded_keys: compute each element of the first batch dim only
             up to its last key that the value, key or attention mask leaves
             visible, and its last query row that `query_mask` keeps (unless
@@ -486,11 +487,10 @@ def _check_call(inputs, masks, score_weights, options):
         training=options.training,
     )
     path = _dispatch.choose_path(options.implementation, call)
-    quirks = _dispatch.kernel_options(keras.backend.backend())
+    backend = keras.backend.backend()
+    quirks = _dispatch.kernel_options(backend)
     if path == "blocked" and options.blocked_options is None:
-        options = options._replace(
-            blocked_options=_dispatch.blocked_options(call, keras.backend.backend())
-        )
+        options = options._replace(blocked_options=_dispatch.blocked_options(call, backend))
     score_dtype, value_dtype = _prepare.working_dtypes(
         path, call.dtype, fused_float32=call.dtype in quirks["fused_float32_dtypes"]
     )

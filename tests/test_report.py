@@ -204,6 +204,12 @@ def _blocks_results(times):
     return {"blocks": rows}
 
 
+def test_the_default_block_is_the_blocked_paths(report):
+    from luong_attention.kernels import BlockedOptions
+
+    assert report.DEFAULT_BLOCK == BlockedOptions().min_block_size
+
+
 def test_the_block_size_is_the_default_unless_another_is_clearly_faster(report):
     assert report.chosen_block({128: 10.0, 256: 10.0, 512: 9.6}) == 256  # 4 % faster: noise
     assert report.chosen_block({128: 10.0, 256: 10.0, 512: 9.4}) == 512
