@@ -4,8 +4,9 @@ Seven parts, each backend in its own subprocess (its own Python: `--python`):
 
 - grid: T in {16, 64, 256, 1024, 4096}, B = 32 (B = 2 at T = 4096),
   D in {64, 128}, masks none / padding / causal / causal+padding, modes fwd
-  (inference, `training=False`) and fwd+bwd (gradient of the output's sum
-  w.r.t. query, key and value), float32; plus bfloat16 at D = 64. Variants:
+  (inference, `training=False`) and fwd+bwd (the gradients w.r.t. query,
+  key and value of the output against a fixed dense cotangent: see
+  `cotangent`), float32; plus bfloat16 at D = 64. Variants:
   `LuongAttention(use_scale=True, implementation=...)` for "auto",
   "reference", "fused" and "blocked", `keras.layers.Attention(use_scale=True)`
   and `keras.ops.dot_product_attention` (`scale=1.0`, the scale variables'
@@ -187,10 +188,35 @@ def _versions():
     }
 
 
+def cotangent(shape):
+    """The cotangent a fwd+bwd call pulls back through the output: standard
+    normal of the output's `shape` (float32, seeded), the same for every
+    variant of a cell.
+
+    A dense cotangent, as a loss gives a layer's output in training. The
+    gradient of the output's sum (what the grid pulled back before) reaches
+    eager PyTorch as a broadcast of one value, stride 0 on every axis, which
+    its CPU batched matmul copies batch element by batch element: that cost
+    the backward pass of every matmul-based variant (Keras's layer, the
+    reference path) up to a third at T = 16 and 64, and none of the fused
+    kernel's, which no model pays.
+    """
+    import numpy as np
+
+    key = tuple(int(n) for n in shape)
+    if key not in _COTANGENTS:
+        _COTANGENTS[key] = np.random.default_rng(1).standard_normal(key, "float32")
+    return _COTANGENTS[key]
+
+
+_COTANGENTS = {}
+
+
 def compiled(fn, grad):
-    """`fn(q, k, v, *extra)`, or the gradient of its sum w.r.t. q, k, v when
-    `grad`: jitted on JAX, a `tf.function` on TensorFlow, eager on PyTorch.
-    The returned function blocks until the result is computed."""
+    """`fn(q, k, v, *extra)`, or when `grad` the gradients w.r.t. q, k and v
+    of its output against the fixed `cotangent` (a vector-Jacobian product):
+    jitted on JAX, a `tf.function` on TensorFlow, eager on PyTorch. The
+    returned function blocks until the result is computed."""
     import keras
 
     backend = keras.backend.backend()
@@ -198,7 +224,12 @@ def compiled(fn, grad):
         import jax
 
         if grad:
-            f = jax.jit(jax.grad(lambda *a: fn(*a).astype("float32").sum(), argnums=(0, 1, 2)))
+
+            def vjp(q, k, v, *extra):
+                out, pull_back = jax.vjp(lambda q, k, v: fn(q, k, v, *extra), q, k, v)
+                return pull_back(jax.numpy.asarray(cotangent(out.shape), out.dtype))
+
+            f = jax.jit(vjp)
         else:
             f = jax.jit(fn)
         return lambda *a: jax.block_until_ready(f(*a))
@@ -206,10 +237,15 @@ def compiled(fn, grad):
         import torch
 
         if grad:
+            tensors = {}  # the cotangent as a tensor, per output shape and dtype
 
             def run(q, k, v, *extra):
                 q, k, v = (t.detach().requires_grad_(True) for t in (q, k, v))
-                return torch.autograd.grad(fn(q, k, v, *extra).float().sum(), (q, k, v))
+                out = fn(q, k, v, *extra)
+                key = (tuple(out.shape), out.dtype)
+                if key not in tensors:
+                    tensors[key] = torch.from_numpy(cotangent(out.shape)).to(out.dtype)
+                return torch.autograd.grad(out, (q, k, v), grad_outputs=tensors[key])
 
             return run
 
@@ -226,8 +262,11 @@ def compiled(fn, grad):
         def run_tf(q, k, v, *extra):
             with tf.GradientTape() as tape:
                 tape.watch([q, k, v])
-                out = tf.reduce_sum(tf.cast(fn(q, k, v, *extra), "float32"))
-            return tape.gradient(out, [q, k, v])
+                out = fn(q, k, v, *extra)
+            # A constant of the traced graph, as the cotangent is a fixed
+            # tensor on the other backends.
+            dense = tf.cast(tf.constant(cotangent(out.shape)), out.dtype)
+            return tape.gradient(out, [q, k, v], output_gradients=dense)
 
         return run_tf
     # Eager calls of a tf.function return computed tensors.
@@ -972,6 +1011,8 @@ def drive(args):
             commit=_git_commit(),
             load_average=os.getloadavg(),
             omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"),
+            # What a fwd+bwd call pulls back (older runs: the output's sum).
+            backward="dense cotangent",
         ),
         backends={},
         grid=[],

@@ -505,6 +505,14 @@ def _omp_policy(machine):
     return f"OpenMP wait policy: {policy or 'the default (OMP_WAIT_POLICY unset)'}."
 
 
+def _backward(machine):
+    """What the run's fwd+bwd calls pulled back through the output, in words."""
+    if machine.get("backward") == "dense cotangent":
+        return "fwd+bwd: the gradients against a fixed standard-normal cotangent."
+    # Runs before the key was recorded took the gradient of the output's sum.
+    return "fwd+bwd: the gradients of the output's sum."
+
+
 def _machine_line(results):
     """Where and when each backend was measured: one sentence per machine
     (a file merged by `grid.py --only` may hold backends from two runs)."""
@@ -518,7 +526,8 @@ def _machine_line(results):
         who = "" if len(runs) == 1 else ", ".join(backends) + ": "
         sentences.append(
             f"{who}Machine: {machine['cpu']}, {machine['cores']} cores, {machine['platform']}, "
-            f"{machine['when']}, commit {machine['commit']}. {_omp_policy(machine)}"
+            f"{machine['when']}, commit {machine['commit']}. {_omp_policy(machine)} "
+            f"{_backward(machine)}"
         )
     versions = "; ".join(
         f"{b}: "

@@ -1,4 +1,5 @@
-"""The benchmark's written-out ops compute what they stand for.
+"""The benchmark's written-out ops compute what they stand for, and its
+fwd+bwd calls pull back the cotangent they say.
 
 The overhead part of `benchmarks/grid.py` times the public function against
 `reference_ops` (the reference path's tensor ops written out) and
@@ -43,3 +44,23 @@ def test_keras_math_is_keras_attention(monkeypatch):
     scale = ops.convert_to_tensor(layer.scale)
     got = grid.keras_math(q, k, v, value_mask, scale)
     np.testing.assert_allclose(to_numpy(got), to_numpy(expected), rtol=1e-6, atol=1e-6)
+
+
+def test_a_fwd_bwd_call_pulls_back_the_fixed_dense_cotangent(monkeypatch):
+    """`compiled(fn, grad=True)` gives the gradients of `fn`'s output against
+    `cotangent` (a linear `fn` has them in closed form), the same one on
+    every call: dense, not the broadcast one of a sum."""
+    grid = benchmark_module("grid", monkeypatch)
+    q, k, v, _ = _inputs()
+
+    def fn(q, k, v):
+        return q + 2.0 * k - 3.0 * v
+
+    run = grid.compiled(fn, grad=True)
+    cotangent = grid.cotangent((B, T, D))
+    assert cotangent.shape == (B, T, D) and np.unique(cotangent).size == cotangent.size
+    for _ in range(2):
+        grads = [to_numpy(g) for g in run(q, k, v)]
+        for got, factor in zip(grads, (1.0, 2.0, -3.0), strict=True):
+            np.testing.assert_allclose(got, factor * cotangent, rtol=1e-6)
+    np.testing.assert_array_equal(grid.cotangent((B, T, D)), cotangent)

@@ -181,6 +181,16 @@ def test_rows_a_merged_run_kept_are_reported(report):
     assert "#### Skipping padding" not in report.markdown({**results, "skip": []})
 
 
+def test_the_machine_line_says_what_fwd_bwd_pulled_back(report):
+    """Each backend's run says whether its fwd+bwd calls took the gradients
+    against grid.py's dense cotangent or (runs before it) of the output's sum."""
+    results = _run_of(["grid"])
+    assert "the gradients of the output's sum" in report.markdown(results)
+    results["machine"]["backward"] = "dense cotangent"
+    text = report.markdown(results)
+    assert "fixed standard-normal cotangent" in text and "output's sum" not in text
+
+
 def _blocks_results(times):
     """Blocks-part rows: `times` maps (T, mode, min_block_size) to ms, for D 64 and 128."""
     rows = []
