@@ -196,10 +196,10 @@ def cotangent(shape):
     A dense cotangent, as a loss gives a layer's output in training. The
     gradient of the output's sum (what the grid pulled back before) reaches
     eager PyTorch as a broadcast of one value, stride 0 on every axis, which
-    its CPU batched matmul copies batch element by batch element: that cost
-    the backward pass of every matmul-based variant (Keras's layer, the
-    reference path) up to a third at T = 16 and 64, and none of the fused
-    kernel's, which no model pays.
+    its CPU batched matmul copies batch element by batch element. That
+    slowed the backward pass of the matmul-based variants (Keras's layer,
+    the reference path) far more than the fused kernel's, at a cost no
+    model pays (docs/performance.md).
     """
     import numpy as np
 
