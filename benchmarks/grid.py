@@ -237,15 +237,17 @@ def compiled(fn, grad):
         import torch
 
         if grad:
-            tensors = {}  # the cotangent as a tensor, per output shape and dtype
+            # The cotangent as a tensor, made by the first (untimed) call: a
+            # runner's output keeps its shape and dtype (autograd rejects a
+            # cotangent of another shape).
+            held = []
 
             def run(q, k, v, *extra):
                 q, k, v = (t.detach().requires_grad_(True) for t in (q, k, v))
                 out = fn(q, k, v, *extra)
-                key = (tuple(out.shape), out.dtype)
-                if key not in tensors:
-                    tensors[key] = torch.from_numpy(cotangent(out.shape)).to(out.dtype)
-                return torch.autograd.grad(out, (q, k, v), grad_outputs=tensors[key])
+                if not held:
+                    held.append(torch.from_numpy(cotangent(out.shape)).to(out.dtype))
+                return torch.autograd.grad(out, (q, k, v), grad_outputs=held[0])
 
             return run
 

@@ -507,7 +507,7 @@ def _omp_policy(machine):
 
 def _backward(machine):
     """What the run's fwd+bwd calls pulled back through the output, in words."""
-    if machine.get("backward") == "dense cotangent":
+    if machine.get("backward") == "dense cotangent":  # as grid.py records it
         return "fwd+bwd: the gradients against a fixed standard-normal cotangent."
     # Runs before the key was recorded took the gradient of the output's sum.
     return "fwd+bwd: the gradients of the output's sum."
