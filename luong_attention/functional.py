@@ -21,6 +21,7 @@ from luong_attention.kernels import (
     fused_attention,
     reference_attention,
 )
+from luong_attention.kernels.reference import plan as reference_plan
 
 
 def luong_attention(
@@ -198,7 +199,7 @@ def luong_attention(
         output, weights = kernel(query, prepared, scale, concat_score_weight, seed)
     else:
         output, weights = _by_runs(
-            lambda q, p: kernel(q, p, scale, concat_score_weight, seed),
+            lambda q, p: kernel(q, p, scale, concat_score_weight, seed, whole=False),
             query,
             prepared,
             runs,
@@ -243,7 +244,24 @@ def _kernel(path, options, quirks, *, masked, attention_mask, sees_first_key, dr
         score_mode = options.score_mode
         keep_constants = quirks["reference_keep_constants"]
 
-        def reference(query, prepared, scale, concat_score_weight, seed):
+        # Made by the first whole call: every call with this signature
+        # brings tensors of the same shapes and dtypes (the runs of
+        # `_by_runs` do not, and are planned one by one).
+        plans = []
+
+        def reference(query, prepared, scale, concat_score_weight, seed, whole=True):
+            planned = plans[0] if plans and whole else None
+            if planned is None:
+                planned = reference_plan(
+                    query,
+                    prepared.key,
+                    prepared.value,
+                    prepared.mask,
+                    empty_rows=empty_rows,
+                    mask_as_bias=mask_as_bias,
+                )
+                if whole:
+                    plans.append(planned)
             return reference_attention(
                 query=query,
                 key=prepared.key,
@@ -261,6 +279,7 @@ def _kernel(path, options, quirks, *, masked, attention_mask, sees_first_key, dr
                 # (a NaN there stays, as in Keras, without `nan_safe_padding`).
                 mask_as_bias=mask_as_bias,
                 keep_constants=keep_constants,
+                planned=planned,
             )
 
         return reference
@@ -280,7 +299,7 @@ def _kernel(path, options, quirks, *, masked, attention_mask, sees_first_key, dr
             with_gradient=options.training,
         )
 
-    def kernel(query, prepared, scale, concat_score_weight, seed):
+    def kernel(query, prepared, scale, concat_score_weight, seed, whole=True):
         output = run(
             query=query,
             key=prepared.key,

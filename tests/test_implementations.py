@@ -20,9 +20,11 @@ from luong_attention import (
     _masks,
     _prepare,
     _validation,
+    functional,
     luong_attention,
 )
 from luong_attention.functional import _checked_masks
+from luong_attention.kernels import reference as reference_kernel
 from luong_attention.kernels.blocked import blocked_attention
 from luong_attention.kernels.fused import fused_attention
 from luong_attention.kernels.reference import CAUSAL_SCORE, masked_softmax
@@ -446,6 +448,57 @@ def test_masked_softmax_forms_agree(offset):
         np.testing.assert_array_equal(np.broadcast_to(keep, total.shape), total > 0, err_msg=name)
         weights = to_numpy(masked_softmax(ops.convert_to_tensor(scores), **form)) * keep
         np.testing.assert_allclose(weights, expected, atol=1e-6, err_msg=name)
+
+
+def test_the_reference_plan_reads_shapes_dtypes_and_options():
+    """What the reference path decides before its tensor ops: a key mask
+    goes on the scores as a bias (an attention mask as a select), rows
+    without a key are zeroed in the smaller of weights and output, and
+    scores with a zero dim need none of it."""
+    q, k, v = (ops.convert_to_tensor(x) for x in _qkv(_rng(11), tv=DV))
+    key_mask = ops.convert_to_tensor(np.ones((B, 1, DV), bool))
+    attention_mask = ops.convert_to_tensor(np.ones((B, TQ, DV), bool))
+    plan = reference_kernel.plan
+
+    planned = plan(q, k, v, key_mask, empty_rows="output", mask_as_bias=True)
+    assert planned == reference_kernel.Plan("float32", "float32", True, "weights", False)
+    assert not plan(q, k, v, attention_mask, mask_as_bias=True).mask_as_bias
+    assert not plan(q, k, v, key_mask, mask_as_bias=False).mask_as_bias
+    long_k, long_v = (ops.concatenate([x, x], axis=-2) for x in (k, v))  # Tv > dim_v
+    assert plan(q, long_k, long_v, empty_rows="output").empty_rows == "output"
+    assert plan(q, k, v, empty_rows=None).empty_rows is None
+    no_rows = plan(q[:, :0], k, v, key_mask, empty_rows="weights")
+    assert no_rows.no_scores and no_rows.empty_rows is None
+    bf16 = plan(*(ops.cast(x, "bfloat16") for x in (q, k, v)))
+    assert (bf16.softmax_dtype, bf16.value_dtype) == ("float32", "bfloat16")
+
+
+def test_an_eager_signature_plans_the_reference_path_once(monkeypatch):
+    """Calls with a signature seen before reuse its plan; the runs that
+    `skip_padded_keys` cuts (each of its own shape) are planned one by one."""
+    planned = []
+
+    def counting(*args, **kwargs):
+        planned.append(tuple(args[0].shape))
+        return reference_kernel.plan(*args, **kwargs)
+
+    monkeypatch.setattr(functional, "reference_plan", counting)
+    monkeypatch.setattr(functional, "_CHECKED", {})
+    q, k, v = _qkv(_rng(12))
+    mask = np.arange(TV) < np.array([[TV], [3]])
+    expected = reference_attention(q, v, k, value_mask=mask)[0]
+    for _ in range(3):
+        out = luong_attention(q, v, k, value_mask=mask, implementation="reference")
+        np.testing.assert_allclose(to_numpy(out), expected, atol=1e-5)
+    assert planned == [(B, TQ, D)]
+    skip = functional.SkipOptions(block=2, call_cost=0, min_work=0)
+    for calls in (1, 2):
+        out = luong_attention(
+            q, v, k, value_mask=mask, implementation="reference",
+            skip_padded_keys=True, skip_options=skip,
+        )  # fmt: skip
+        np.testing.assert_allclose(to_numpy(out), expected, atol=1e-5)
+        assert len(planned) == 1 + 2 * calls  # one per element (run), per call
 
 
 @pytest.mark.parametrize(

@@ -4,6 +4,8 @@ It supports every option (the concat score, dropout, returning the weights)
 and is the one the other paths are checked against.
 """
 
+from typing import NamedTuple
+
 import keras
 from keras import ops
 
@@ -66,11 +68,16 @@ def masked_softmax(scores, mask=None, causal_bias=None, key_weights=None):
       reach the row (as Keras's layer does).
     """
     dtype = softmax_dtype(scores.dtype)
-    scores = _prepare.cast(scores, dtype)
     if 0 in scores.shape:
         # An empty batch, Tq = 0 or Tv = 0: nothing to normalise (and max
         # has no identity).
-        return ops.zeros_like(scores)
+        return ops.zeros_like(_prepare.cast(scores, dtype))
+    return _softmax(scores, dtype, mask, causal_bias, key_weights)
+
+
+def _softmax(scores, dtype, mask, causal_bias, key_weights):
+    """`masked_softmax` of scores with no zero dim, computed in `dtype`."""
+    scores = _prepare.cast(scores, dtype)
     if key_weights is not None:
         # 0 where seen, MASKED_SCORE where hidden. Added on its own, not
         # summed with the causal bias first: a sum of two narrow biases
@@ -90,6 +97,43 @@ def softmax_dtype(dtype):
     return "float64" if dtype_name(dtype) == "float64" else "float32"
 
 
+class Plan(NamedTuple):
+    """What `reference_attention` decides from shapes, dtypes and options alone.
+
+    Eager calls with the same signature reuse one plan (`plan`), so a call
+    on short sequences runs its tensor ops and little else.
+    """
+
+    softmax_dtype: str  # `softmax_dtype` of the scores
+    value_dtype: str  # the weights' dtype for the weighted sum
+    mask_as_bias: bool  # the mask goes on the scores as `key_weights`
+    empty_rows: str | None  # resolved: None, "weights" or "output"
+    no_scores: bool  # the scores have a zero dim (empty batch, Tq or Tv)
+
+
+def plan(query, key, value, mask=None, *, empty_rows="weights", mask_as_bias=False):
+    """The `Plan` of `reference_attention` for tensors of these shapes and dtypes.
+
+    Reads only the shapes and dtypes of its arguments (and `mask`'s rank):
+    see `reference_attention` for them and the options.
+    """
+    scores_shape = (*query.shape[:-1], key.shape[-2])
+    rank = max(len(query.shape), len(key.shape))
+    no_scores = 0 in query.shape[:-1] or 0 in key.shape[:-1]
+    score_dtype = softmax_dtype(query.dtype)
+    as_bias = (
+        mask is not None
+        and mask_as_bias
+        and (len(mask.shape) < rank or mask.shape[-2] == 1)  # a key mask
+    )
+    if no_scores:
+        empty_rows = None
+    keys, value_dim = scores_shape[-1], value.shape[-1]
+    if empty_rows == "output" and None not in (keys, value_dim) and keys <= value_dim:
+        empty_rows = "weights"  # the weights are the smaller tensor
+    return Plan(score_dtype, dtype_name(value.dtype), as_bias, empty_rows, no_scores)
+
+
 def reference_attention(
     *,
     query,
@@ -105,6 +149,7 @@ def reference_attention(
     empty_rows="weights",
     mask_as_bias=False,
     keep_constants=False,
+    planned=None,
 ):
     """Attention of `query` over `key`/`value`; returns `(output, weights)`.
 
@@ -128,7 +173,13 @@ def reference_attention(
             `key_weights`, with its conditions.
         keep_constants: keep the causal bias of a short sequence as a tensor
             for later calls (`_masks.causal_fill`'s `keep`).
+        planned: the `plan` of these arguments' shapes, dtypes, `empty_rows`
+            and `mask_as_bias`, from an earlier call with the same ones;
+            made here when None.
     """
+    if planned is None:
+        planned = plan(query, key, value, mask, empty_rows=empty_rows, mask_as_bias=mask_as_bias)
+    dtype = planned.softmax_dtype
     scores = attention_scores(
         query, key, score_mode=score_mode, scale=scale, concat_score_weight=concat_score_weight
     )
@@ -136,21 +187,19 @@ def reference_attention(
     if causal_offset is not None:
         q_len, kv_len = ops.shape(scores)[-2], ops.shape(scores)[-1]
     key_weights = None
-    if mask is not None and mask_as_bias and _narrower_than(mask, scores):
+    if planned.mask_as_bias:
         # One cast of the narrow key mask serves as the bias and as the
         # count of each row's keys.
-        key_weights, mask = ops.cast(mask, softmax_dtype(scores.dtype)), None
+        key_weights, mask = ops.cast(mask, dtype), None
+    empty_rows = planned.empty_rows
     keep = None
-    if empty_rows is not None and 0 not in scores.shape:
+    if empty_rows is not None:
         keep = _masks.rows_with_a_key(
             mask if key_weights is None else key_weights,
             causal_offset,
             q_len=q_len,
             kv_len=kv_len,
         )
-        keys, value_dim = scores.shape[-1], value.shape[-1]
-        if empty_rows == "output" and None not in (keys, value_dim) and keys <= value_dim:
-            empty_rows = "weights"  # the weights are the smaller tensor
     causal_bias = None
     if causal_offset is not None:
         # The causal mask as a bias: for short sequences a constant, one op
@@ -158,10 +207,14 @@ def reference_attention(
         causal_bias = _masks.causal_fill(
             q_len, kv_len, causal_offset, seen=0.0, hidden=CAUSAL_SCORE, keep=keep_constants
         )
-    weights = masked_softmax(scores, mask, causal_bias, key_weights)
+    if planned.no_scores:
+        weights = ops.zeros_like(_prepare.cast(scores, dtype))
+    else:
+        weights = _softmax(scores, dtype, mask, causal_bias, key_weights)
     if keep is not None and empty_rows == "weights":
-        weights = weights * _prepare.cast(keep, dtype_name(weights.dtype))
-    weights = _prepare.cast(weights, dtype_name(value.dtype))
+        weights = weights * (keep if key_weights is not None else ops.cast(keep, dtype))
+    if planned.value_dtype != dtype:
+        weights = ops.cast(weights, planned.value_dtype)
     if dropout > 0:
         weights = keras.random.dropout(weights, dropout, seed=seed)
     output = weights @ value
@@ -170,8 +223,3 @@ def reference_attention(
             keep = keep > 0
         output = ops.where(keep, output, 0.0)
     return output, weights
-
-
-def _narrower_than(mask, scores):
-    """Whether `mask` broadcasts over the query rows or the batch of `scores`."""
-    return len(mask.shape) < len(scores.shape) or mask.shape[-2] == 1
