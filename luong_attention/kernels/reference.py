@@ -117,8 +117,7 @@ def plan(query, key, value, mask=None, *, empty_rows="weights", mask_as_bias=Fal
     Reads only the shapes and dtypes of its arguments (and `mask`'s rank):
     see `reference_attention` for them and the options.
     """
-    scores_shape = (*query.shape[:-1], key.shape[-2])
-    rank = max(len(query.shape), len(key.shape))
+    rank = max(len(query.shape), len(key.shape))  # the scores'
     no_scores = 0 in query.shape[:-1] or 0 in key.shape[:-1]
     score_dtype = softmax_dtype(query.dtype)
     as_bias = (
@@ -128,7 +127,7 @@ def plan(query, key, value, mask=None, *, empty_rows="weights", mask_as_bias=Fal
     )
     if no_scores:
         empty_rows = None
-    keys, value_dim = scores_shape[-1], value.shape[-1]
+    keys, value_dim = key.shape[-2], value.shape[-1]
     if empty_rows == "output" and None not in (keys, value_dim) and keys <= value_dim:
         empty_rows = "weights"  # the weights are the smaller tensor
     return Plan(score_dtype, dtype_name(value.dtype), as_bias, empty_rows, no_scores)
