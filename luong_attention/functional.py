@@ -217,10 +217,12 @@ def luong_attention(
 def _kernel(path, options, quirks, *, masked, attention_mask, sees_first_key, dropout):
     """The kernel of `path` with what a signature decides bound to it.
 
-    Returns `kernel(query, prepared, scale, concat_score_weight, seed)`,
-    which gives `(output, weights)`, the weights only from the reference
-    path. `masked` says whether a value, key or attention mask is given,
-    `sees_first_key` whether every row sees key 0 under the causal mask
+    Returns `kernel(query, prepared, scale, concat_score_weight, seed,
+    whole=True)`, which gives `(output, weights)`, the weights only from the
+    reference path; `whole=False` for a run of `_by_runs`, whose shapes are
+    not the signature's (only the reference path reads it). `masked` says
+    whether a value, key or attention mask is given, `sees_first_key`
+    whether every row sees key 0 under the causal mask
     (`_masks.sees_first_key`), and `dropout` is the rate in effect.
     """
     if path == "reference":

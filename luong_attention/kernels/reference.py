@@ -207,7 +207,7 @@ def reference_attention(
             q_len, kv_len, causal_offset, seen=0.0, hidden=CAUSAL_SCORE, keep=keep_constants
         )
     if planned.no_scores:
-        weights = ops.zeros_like(_prepare.cast(scores, dtype))
+        weights = masked_softmax(scores)  # zeros, in the softmax's dtype
     else:
         weights = _softmax(scores, dtype, mask, causal_bias, key_weights)
     if keep is not None and empty_rows == "weights":
