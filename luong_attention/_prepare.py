@@ -154,9 +154,12 @@ def fold_query(query, *, general_score_weight=None, scale=None):
 
 def cast(x, dtype):
     """`x` in `dtype`: no op when it is None, a Python number or already in `dtype`."""
-    if x is None or isinstance(x, (int, float)) or dtype_name(x.dtype) == dtype:
-        return x
-    return ops.cast(x, dtype)
+    return ops.cast(x, dtype) if needs_cast(x, dtype) else x
+
+
+def needs_cast(x, dtype):
+    """Whether `cast(x, dtype)` casts: `x` is a tensor not in `dtype`."""
+    return not (x is None or isinstance(x, (int, float)) or dtype_name(x.dtype) == dtype)
 
 
 def with_batch_rank(x, batch_rank):

@@ -146,72 +146,105 @@ def luong_attention(
     )
     score_weights = (scale, concat_score_weight, general_score_weight)
     signature = _signature((query, value, key, *masks, *score_weights), given, implementation)
-    checked = None
+    run = None
     if signature is not None:
         try:
-            checked = _CHECKED.get(signature)
+            run = _CHECKED.get(signature)
         except TypeError:  # an unhashable option value: checked (and rejected) in full
             signature = None
-    if checked is None:
-        checked = _check_call((query, value, key), masks, score_weights, _Options(*given))
-        if signature is not None:
-            _remember(signature, checked)
-    options, layout, causal_offset, tensors, dtypes, scale_scores, kernel = checked
+    if run is None:
+        run = _check_call((query, value, key), masks, score_weights, _Options(*given))
+        if signature is None:
+            # Python lists among the masks become arrays; a call with a
+            # signature has only masks with a checked dtype and shape.
+            masks = _typed_masks(masks)
+        else:
+            _remember(signature, run)
+    return run(query, value, key, masks, score_weights, seed)
+
+
+def _staged(checked):
+    """The rest of a call of one signature, with every choice `checked` made resolved.
+
+    Returns `run(query, value, key, masks, score_weights, seed)`, which
+    prepares the inputs, runs the kernel and returns what `luong_attention`
+    does. Eager calls repeat a signature, so its `run` is made once
+    (`_check_call`) and a call with that signature does its tensor ops and
+    few Python branches more.
+    """
+    options, layout, causal_offset, tensors, dtypes, scale_scores, cast_weights, kernel = checked
+    cast_scale, cast_concat_weight = cast_weights
     call_dtype, score_dtype, value_dtype = dtypes
-    if signature is None:
-        # Python lists among the masks become arrays; a call with a
-        # signature has only masks with a checked dtype and shape.
-        masks = _typed_masks(masks)
-    if not tensors:
-        query, value = ops.convert_to_tensor(query), ops.convert_to_tensor(value)
-        key = key if key is None else ops.convert_to_tensor(key)
-    key = value if key is None else key
-    if causal_offset is None and options.causal:  # lengths known only when run
-        causal_offset = _causal_offset(options.causal, options.causal_alignment, query, key)
-    prepared = _prepare.prepare(query, value, key, masks, layout, causal_offset=causal_offset)
-    if score_dtype != call_dtype or value_dtype != call_dtype:
-        prepared = _prepare.cast_for_path(prepared, score_dtype, value_dtype)
-    query = _prepare.fold_query(
-        prepared.query,
-        general_score_weight=general_score_weight,
-        scale=None if scale_scores else scale,
-    )
-    # What each call brings to `kernel`, which has the rest bound.
-    scale = _prepare.cast(scale, score_dtype) if scale_scores else None
-    concat_score_weight = _prepare.cast(concat_score_weight, score_dtype)
-    runs = None
-    if options.skip_padded_keys and layout.batch_shape:
-        runs = _padding.plan(
-            prepared.mask,
-            prepared.query_keep,
-            shape=(
-                layout.batch_shape[0],
-                query.shape[-2],
-                prepared.key.shape[-2],
-                query.shape[-1],
-            ),
-            rank=len(query.shape),
-            # The weights of rows the query mask drops are returned as computed.
-            trim_queries=not options.return_attention_scores,
-            options=options.skip_options or SkipOptions(),
-        )
-    if runs is None:
-        output, weights = kernel(query, prepared, scale, concat_score_weight, seed)
-    else:
-        output, weights = _by_runs(
-            lambda q, p: kernel(q, p, scale, concat_score_weight, seed, whole=False),
-            query,
-            prepared,
-            runs,
-            with_weights=options.return_attention_scores,
-        )
-    if value_dtype != call_dtype:
-        output = _prepare.cast(output, call_dtype)
-    if prepared.query_keep is not None:
-        output = ops.where(prepared.query_keep, output, 0.0)
-    if options.return_attention_scores:
-        return output, weights
-    return output
+    cast_inputs = score_dtype != call_dtype or value_dtype != call_dtype
+    cast_output = value_dtype != call_dtype
+    causal, causal_alignment = options.causal, options.causal_alignment
+    offset_when_run = causal_offset is None and causal  # lengths known only when run
+    skip = options.skip_padded_keys and bool(layout.batch_shape)
+    with_weights = options.return_attention_scores
+    skip_options = options.skip_options or SkipOptions()
+
+    def run(query, value, key, masks, score_weights, seed):
+        scale, concat_score_weight, general_score_weight = score_weights
+        if not tensors:
+            query, value = ops.convert_to_tensor(query), ops.convert_to_tensor(value)
+            key = key if key is None else ops.convert_to_tensor(key)
+        if key is None:
+            key = value
+        offset = causal_offset
+        if offset_when_run:
+            offset = _causal_offset(causal, causal_alignment, query, key)
+        prepared = _prepare.prepare(query, value, key, masks, layout, causal_offset=offset)
+        if cast_inputs:
+            prepared = _prepare.cast_for_path(prepared, score_dtype, value_dtype)
+        query = prepared.query
+        if general_score_weight is not None or (scale is not None and not scale_scores):
+            query = _prepare.fold_query(
+                query,
+                general_score_weight=general_score_weight,
+                scale=None if scale_scores else scale,
+            )
+        # What each call brings to `kernel`, which has the rest bound.
+        if not scale_scores:
+            scale = None
+        elif cast_scale:
+            scale = ops.cast(scale, score_dtype)
+        if cast_concat_weight:
+            concat_score_weight = ops.cast(concat_score_weight, score_dtype)
+        runs = None
+        if skip:
+            runs = _padding.plan(
+                prepared.mask,
+                prepared.query_keep,
+                shape=(
+                    layout.batch_shape[0],
+                    query.shape[-2],
+                    prepared.key.shape[-2],
+                    query.shape[-1],
+                ),
+                rank=len(query.shape),
+                # The weights of rows the query mask drops are returned as computed.
+                trim_queries=not with_weights,
+                options=skip_options,
+            )
+        if runs is None:
+            output, weights = kernel(query, prepared, scale, concat_score_weight, seed)
+        else:
+            output, weights = _by_runs(
+                lambda q, p: kernel(q, p, scale, concat_score_weight, seed, whole=False),
+                query,
+                prepared,
+                runs,
+                with_weights=with_weights,
+            )
+        if cast_output:
+            output = _prepare.cast(output, call_dtype)
+        if prepared.query_keep is not None:
+            output = ops.where(prepared.query_keep, output, 0.0)
+        if with_weights:
+            return output, weights
+        return output
+
+    return run
 
 
 def _kernel(path, options, quirks, *, masked, attention_mask, sees_first_key, dropout):
@@ -416,10 +449,11 @@ class _Checked(NamedTuple):
     tensors: bool  # query, value and key are backend tensors (no conversion)
     dtypes: tuple  # the call's, then the path's working dtypes (`_prepare.working_dtypes`)
     scale_scores: bool  # the scale multiplies the scores, not the query
+    cast_weights: tuple  # (scale, concat_score_weight): `_prepare.needs_cast` to the score dtype
     kernel: Callable  # `_kernel`: the path's kernel with the signature's choices bound
 
 
-# What `_check_call` returned for each signature seen (shapes, dtypes and
+# The run `_check_call` returned for each signature seen (shapes, dtypes and
 # options): eager calls repeat with the same signature, so the checks and the
 # choice of path are done once per signature, not once per call.
 _CHECKED = {}
@@ -435,17 +469,18 @@ def _signature(values, given, implementation):
     every time. The caller treats a key that turns out unhashable (an
     unhashable option) the same way.
     """
-    specs = []
-    for x in values:
-        if x is None or isinstance(x, float):
-            specs.append(None if x is None else float)
-            continue
-        try:
-            shape = x.shape
+    try:
+        specs = [
+            x
+            if x is None
+            else float
+            if isinstance(x, float)
             # A tuple already (PyTorch's and JAX's); TensorFlow's is not.
-            specs.append((type(x), shape if isinstance(shape, tuple) else tuple(shape), x.dtype))
-        except (AttributeError, TypeError, ValueError):  # no shape or dtype, or unknown rank
-            return None
+            else (type(x), s if isinstance(s := x.shape, tuple) else tuple(s), x.dtype)
+            for x in values
+        ]
+    except (AttributeError, TypeError, ValueError):  # no shape or dtype, or unknown rank
+        return None
     # Only "auto" reads the flash attention setting.
     flash = keras.config.is_flash_attention_enabled() if implementation == "auto" else None
     return (tuple(specs), given, flash)
@@ -460,9 +495,10 @@ def _remember(signature, checked):
 def _check_call(inputs, masks, score_weights, options):
     """Validates a call and chooses its path.
 
-    Returns a `_Checked`: everything about the call that depends only on
-    shapes, dtypes and options (see `_signature`), so that an eager call
-    with a signature seen before does no more than its tensor ops.
+    Returns the `_staged` run of its `_Checked`: everything about the call
+    that depends only on shapes, dtypes and options (see `_signature`)
+    decided, so that an eager call with a signature seen before does little
+    more than its tensor ops.
     """
     for name, tensor in zip(("query", "value", "key"), inputs, strict=True):
         if tensor is not None or name != "key":
@@ -542,14 +578,20 @@ def _check_call(inputs, masks, score_weights, options):
     )
     if not isinstance(causal_offset, int):
         causal_offset = None  # a tensor: recomputed from each call's inputs
-    return _Checked(
-        options,
-        layout,
-        causal_offset,
-        tensors,
-        (call.dtype, score_dtype, value_dtype),
-        scale_scores,
-        kernel,
+    return _staged(
+        _Checked(
+            options,
+            layout,
+            causal_offset,
+            tensors,
+            (call.dtype, score_dtype, value_dtype),
+            scale_scores,
+            (
+                scale_scores and _prepare.needs_cast(scale, score_dtype),
+                _prepare.needs_cast(concat_score_weight, score_dtype),
+            ),
+            kernel,
+        )
     )
 
 

@@ -453,15 +453,16 @@ def test_masked_softmax_forms_agree(offset):
 def test_the_reference_plan_reads_shapes_dtypes_and_options():
     """What the reference path decides before its tensor ops: a key mask
     goes on the scores as a bias (an attention mask as a select), rows
-    without a key are zeroed in the smaller of weights and output, and
-    scores with a zero dim need none of it."""
+    without a key are zeroed in the smaller of weights and output, scores
+    in low precision are cast to float32 for the softmax, and scores with a
+    zero dim need none of it."""
     q, k, v = (ops.convert_to_tensor(x) for x in _qkv(_rng(11), tv=DV))
     key_mask = ops.convert_to_tensor(np.ones((B, 1, DV), bool))
     attention_mask = ops.convert_to_tensor(np.ones((B, TQ, DV), bool))
     plan = reference_kernel.plan
 
     planned = plan(q, k, v, key_mask, empty_rows="output", mask_as_bias=True)
-    assert planned == reference_kernel.Plan("float32", "float32", True, "weights", False)
+    assert planned == reference_kernel.Plan("float32", False, "float32", True, "weights", False)
     assert not plan(q, k, v, attention_mask, mask_as_bias=True).mask_as_bias
     assert not plan(q, k, v, key_mask, mask_as_bias=False).mask_as_bias
     long_k, long_v = (ops.concatenate([x, x], axis=-2) for x in (k, v))  # Tv > dim_v
@@ -470,7 +471,10 @@ def test_the_reference_plan_reads_shapes_dtypes_and_options():
     no_rows = plan(q[:, :0], k, v, key_mask, empty_rows="weights")
     assert no_rows.no_scores and no_rows.empty_rows is None
     bf16 = plan(*(ops.cast(x, "bfloat16") for x in (q, k, v)))
-    assert (bf16.softmax_dtype, bf16.value_dtype) == ("float32", "bfloat16")
+    assert (bf16.softmax_dtype, bf16.cast_scores, bf16.value_dtype) == ("float32", True, "bfloat16")
+    # Scores come in the query's dtype: float32 for bfloat16 values on this path.
+    mixed = plan(q, k, ops.cast(v, "bfloat16"))
+    assert (mixed.cast_scores, mixed.value_dtype) == (False, "bfloat16")
 
 
 def test_an_eager_signature_plans_the_reference_path_once(monkeypatch):
@@ -499,6 +503,68 @@ def test_an_eager_signature_plans_the_reference_path_once(monkeypatch):
         )  # fmt: skip
         np.testing.assert_allclose(to_numpy(out), expected, atol=1e-5)
         assert len(planned) == 1 + 2 * calls  # one per element (run), per call
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "value_mask",  # the plain layout: one index op prepares the call
+        "query_and_key_masks",
+        "scale_float64",  # dim >= Tv: a scale tensor on the scores, cast to their dtype
+        "scale_on_query",  # dim < Tv: the scale goes on the query
+        "concat",  # its weight, a float64 tensor, cast too
+        "general",
+        "bottom_right",
+        "weights",
+    ],
+)
+def test_a_repeated_signature_computes_with_each_calls_values(case, monkeypatch):
+    """A call whose signature was seen runs what that signature's first call
+    decided, on its own tensors, masks and score weights: none of the first
+    call's values stay behind, on every path the call can take."""
+    dim = {"scale_float64": TV}.get(case, D)
+    options = {
+        "query_and_key_masks": lambda rng: dict(
+            query_mask=rng.random((B, TQ)) > 0.3, key_mask=rng.random((B, TV)) > 0.3
+        ),
+        "scale_float64": lambda rng: dict(
+            scale=ops.convert_to_tensor(rng.random() + 0.5, "float64")
+        ),
+        "scale_on_query": lambda rng: dict(scale=ops.convert_to_tensor(rng.random() + 0.5)),
+        "concat": lambda rng: dict(
+            score_mode="concat",
+            scale=ops.convert_to_tensor(rng.random() + 0.5),
+            concat_score_weight=ops.convert_to_tensor(rng.random() + 0.5, "float64"),
+        ),
+        "general": lambda rng: dict(
+            score_mode="general",
+            general_score_weight=rng.standard_normal((dim, dim)).astype("float32"),
+        ),
+        "bottom_right": lambda rng: dict(causal=True, causal_alignment="bottom_right"),
+        "weights": lambda rng: dict(return_attention_scores=True),
+    }.get(case, lambda rng: {})
+    paths = supported_paths(**options(_rng(0)))
+    monkeypatch.setattr(functional, "_CHECKED", {})
+    for seed in (1, 2, 3):
+        rng = _rng(seed)
+        q, k, v = _qkv(rng, d=dim)
+        mask = np.arange(TV) < rng.integers(1, TV + 1, size=(B, 1))
+        given = dict(value_mask=mask, **options(rng))
+        expected = reference_attention(
+            q,
+            v,
+            k,
+            **{name: to_numpy(x) for name, x in given.items() if name != "return_attention_scores"},
+        )
+        for path in paths:
+            tensors = (ops.convert_to_tensor(x) for x in (q, v, k))
+            out = luong_attention(*tensors, implementation=path, **given)
+            if case == "weights":
+                out, weights = out
+                np.testing.assert_allclose(to_numpy(weights), expected[1], atol=1e-5, err_msg=path)
+            np.testing.assert_allclose(to_numpy(out), expected[0], atol=1e-5, err_msg=path)
+    # Every call after a path's first reused its run: one signature per path.
+    assert len(functional._CHECKED) == len(paths)
 
 
 @pytest.mark.parametrize(

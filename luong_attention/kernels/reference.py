@@ -21,25 +21,14 @@ MASKED_SCORE = -1e30
 CAUSAL_SCORE = 2 * MASKED_SCORE
 
 
-def attention_scores(query, key, *, score_mode="dot", scale=None, concat_score_weight=None):
-    """Unnormalised scores `(batch..., Tq, Tv)`.
-
-    - `"dot"` (and `"general"`, whose `W_a` is already folded into `query`):
-      `scale * query . key`, Luong's score.
-    - `"concat"`: `w * sum(tanh(scale * (query + key)))`, the score of
-      `keras.layers.Attention(score_mode="concat")`.
-    """
-    if score_mode == "concat":
-        summed = ops.expand_dims(query, axis=-2) + ops.expand_dims(key, axis=-3)
-        if scale is not None:
-            summed = scale * summed
-        scores = ops.sum(ops.tanh(summed), axis=-1)
-        return scores if concat_score_weight is None else concat_score_weight * scores
-    # The `@` operator is the backend's matmul without `keras.ops`'s Python
-    # layer, which eager PyTorch pays on every call (short sequences are
-    # mostly that); the inputs already share one floating dtype.
-    scores = query @ ops.swapaxes(key, -2, -1)
-    return scores if scale is None else scores * scale
+def concat_scores(query, key, *, scale=None, weight=None):
+    """The `"concat"` scores `(batch..., Tq, Tv)` of `keras.layers.Attention(score_mode="concat")`:
+    `weight * sum(tanh(scale * (query + key)))`."""
+    summed = ops.expand_dims(query, axis=-2) + ops.expand_dims(key, axis=-3)
+    if scale is not None:
+        summed = scale * summed
+    scores = ops.sum(ops.tanh(summed), axis=-1)
+    return scores if weight is None else weight * scores
 
 
 def masked_softmax(scores, mask=None, causal_bias=None, key_weights=None):
@@ -68,16 +57,16 @@ def masked_softmax(scores, mask=None, causal_bias=None, key_weights=None):
       reach the row (as Keras's layer does).
     """
     dtype = softmax_dtype(scores.dtype)
+    scores = _prepare.cast(scores, dtype)
     if 0 in scores.shape:
         # An empty batch, Tq = 0 or Tv = 0: nothing to normalise (and max
         # has no identity).
-        return ops.zeros_like(_prepare.cast(scores, dtype))
+        return ops.zeros_like(scores)
     return _softmax(scores, dtype, mask, causal_bias, key_weights)
 
 
 def _softmax(scores, dtype, mask, causal_bias, key_weights):
-    """`masked_softmax` of scores with no zero dim, computed in `dtype`."""
-    scores = _prepare.cast(scores, dtype)
+    """`masked_softmax` of scores with no zero dim, already in its `dtype`."""
     if key_weights is not None:
         # 0 where seen, MASKED_SCORE where hidden. Added on its own, not
         # summed with the causal bias first: a sum of two narrow biases
@@ -105,6 +94,7 @@ class Plan(NamedTuple):
     """
 
     softmax_dtype: str  # `softmax_dtype` of the scores
+    cast_scores: bool  # the scores (in the query's dtype) are cast to it
     value_dtype: str  # the weights' dtype for the weighted sum
     mask_as_bias: bool  # the mask goes on the scores as `key_weights`
     empty_rows: str | None  # resolved: None, "weights" or "output"
@@ -130,7 +120,14 @@ def plan(query, key, value, mask=None, *, empty_rows="weights", mask_as_bias=Fal
     keys, value_dim = key.shape[-2], value.shape[-1]
     if empty_rows == "output" and None not in (keys, value_dim) and keys <= value_dim:
         empty_rows = "weights"  # the weights are the smaller tensor
-    return Plan(score_dtype, dtype_name(value.dtype), as_bias, empty_rows, no_scores)
+    return Plan(
+        score_dtype,
+        dtype_name(query.dtype) != score_dtype,
+        dtype_name(value.dtype),
+        as_bias,
+        empty_rows,
+        no_scores,
+    )
 
 
 def reference_attention(
@@ -158,7 +155,11 @@ def reference_attention(
         value: `(batch..., Tv, dim_v)`; the output and weights take its dtype.
         mask: boolean, broadcastable to `(batch..., Tq, Tv)`, or None.
         causal_offset: None, or row i sees only keys `j <= i + causal_offset`.
-        score_mode, scale, concat_score_weight: see `attention_scores`.
+        score_mode: `"dot"` (Luong's `scale * query . key`; the "general"
+            score has `W_a` folded into `query`) or `"concat"`
+            (`concat_scores`).
+        scale: optional scalar multiplying the scores.
+        concat_score_weight: the weight of the `"concat"` score.
         dropout: rate of dropout on the weights (0 for none).
         seed: the dropout's seed or `keras.random.SeedGenerator`.
         empty_rows: where a row with no visible key is zeroed: `"weights"`
@@ -179,9 +180,17 @@ def reference_attention(
     if planned is None:
         planned = plan(query, key, value, mask, empty_rows=empty_rows, mask_as_bias=mask_as_bias)
     dtype = planned.softmax_dtype
-    scores = attention_scores(
-        query, key, score_mode=score_mode, scale=scale, concat_score_weight=concat_score_weight
-    )
+    if score_mode == "concat":
+        scores = concat_scores(query, key, scale=scale, weight=concat_score_weight)
+    else:
+        # Luong's dot score (and the "general" one, whose `W_a` is already
+        # folded into `query`). The `@` operator is the backend's matmul
+        # without `keras.ops`'s Python layer, which eager PyTorch pays on
+        # every call (short sequences are mostly that); the inputs already
+        # share one floating dtype.
+        scores = query @ ops.swapaxes(key, -2, -1)
+        if scale is not None:
+            scores = scores * scale
     q_len = kv_len = None  # read only under a causal mask: `ops.shape` costs eager calls
     if causal_offset is not None:
         q_len, kv_len = ops.shape(scores)[-2], ops.shape(scores)[-1]
@@ -209,6 +218,8 @@ def reference_attention(
     if planned.no_scores:
         weights = masked_softmax(scores)  # zeros, in the softmax's dtype
     else:
+        if planned.cast_scores:
+            scores = ops.cast(scores, dtype)
         weights = _softmax(scores, dtype, mask, causal_bias, key_weights)
     if keep is not None and empty_rows == "weights":
         weights = weights * (keep if key_weights is not None else ops.cast(keep, dtype))
