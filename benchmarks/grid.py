@@ -119,6 +119,7 @@ QUICK = dict(
     skip_lengths=(256,),
     block_lengths=(1024,),
     block_sizes=(256, 512),
+    overhead_rounds=5,
 )
 # --min-cell-ms of a full run, and the most rounds a cell gets to reach it.
 MIN_CELL_MS = 600.0
@@ -128,6 +129,11 @@ MAX_ROUNDS = 15
 # samples add up to E2E_MIN_MS.
 E2E_SAMPLE_MS = 500.0
 E2E_MIN_MS = 7500.0
+# Rounds of the overhead part in a full run. What it measures is a few
+# percent of a call whose time varies by more than that from round to round
+# on a shared machine, so its paired median needs many more rounds than a
+# grid cell's ratio; its calls are short, so they cost seconds.
+OVERHEAD_ROUNDS = 40
 MARK = "@@grid "  # prefixes the worker's result lines on stdout
 
 
@@ -611,9 +617,8 @@ def worker_overhead(spec, base):
     }
     # As many rounds as a grid cell of these short calls gets: report.py
     # pairs the variants round by round, as it does every ratio.
-    by_mode = measure_modes(
-        variants, (q, k, v, value_mask), max(5, spec["rounds"]), 0.05, spec["min_cell_ms"] / 1000
-    )
+    rounds = max(spec["overhead_rounds"], spec["rounds"])
+    by_mode = measure_modes(variants, (q, k, v, value_mask), rounds, 0.05)
     for mode, timings in by_mode.items():
         # What validation and dispatch cost is derived by report.py from
         # the samples (function against kernel, kernel_same_ops, layer).
@@ -1000,6 +1005,7 @@ def drive(args):
         skip_lengths=list(QUICK["skip_lengths"] if args.quick else SKIP_LENGTHS),
         block_lengths=list(QUICK["block_lengths"] if args.quick else BLOCK_LENGTHS),
         block_sizes=list(QUICK["block_sizes"] if args.quick else BLOCK_SIZES),
+        overhead_rounds=QUICK["overhead_rounds"] if args.quick else OVERHEAD_ROUNDS,
     )
     results = dict(
         quick=args.quick,
