@@ -486,10 +486,11 @@ def _signature(values, given, implementation):
     return (tuple(specs), given, flash)
 
 
-def _remember(signature, checked):
+def _remember(signature, run):
+    """Caches `run`, the `_staged` run of `signature` (all are dropped at `_MAX_CHECKED`)."""
     if len(_CHECKED) >= _MAX_CHECKED:
         _CHECKED.clear()
-    _CHECKED[signature] = checked
+    _CHECKED[signature] = run
 
 
 def _check_call(inputs, masks, score_weights, options):
