@@ -615,8 +615,8 @@ def worker_overhead(spec, base):
         "layer_auto": layer_call(LuongAttention(use_scale=True)),
         "keras_attention": layer_call(keras.layers.Attention(use_scale=True)),
     }
-    # As many rounds as a grid cell of these short calls gets: report.py
-    # pairs the variants round by round, as it does every ratio.
+    # OVERHEAD_ROUNDS rounds (more than a grid cell gets): report.py pairs
+    # the variants round by round, as it does every ratio.
     rounds = max(spec["overhead_rounds"], spec["rounds"])
     by_mode = measure_modes(variants, (q, k, v, value_mask), rounds, 0.05)
     for mode, timings in by_mode.items():

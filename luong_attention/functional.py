@@ -237,7 +237,7 @@ def _staged(checked):
                 with_weights=with_weights,
             )
         if cast_output:
-            output = _prepare.cast(output, call_dtype)
+            output = ops.cast(output, call_dtype)
         if prepared.query_keep is not None:
             output = ops.where(prepared.query_keep, output, 0.0)
         if with_weights:
