@@ -4,12 +4,18 @@ The `(Tq, Tv)` score matrix is never materialised. Query rows are cut into
 blocks; each block computes its scores against the keys it may see, takes an
 exact float32 softmax over them, and multiplies by the values. Under a
 causal mask a block of rows sees only a prefix of the keys, so the key tiles
-the mask removes entirely are never computed: about half the work.
+the mask removes entirely are never computed: about half the work. The
+prefix is one product per block, masked whole where the causal mask cuts
+through it; splitting off the diagonal tile would make more, smaller
+products, and a backward pass of twice as many.
 
 In training the backward pass (`keras.ops.custom_gradient`) recomputes each
 block's scores from the log-sum-exp kept by the forward pass (one number per
 query row), so memory is `O(block_size * Tv)` for the work in flight plus
-`O(T)` for inputs, outputs and statistics. When the weights of all blocks fit
+`O(T)` for inputs, outputs and statistics. The key and value gradients are
+summed per range of keys between consecutive blocks' prefix ends, each block
+adding into the ranges its prefix covers, rather than padded to every key
+and added whole once per block. When the weights of all blocks fit
 `BlockedOptions.save_weights_below_bytes`, the forward pass keeps them for
 the backward pass instead, saving one matrix product and one `exp` per tile.
 In inference the forward pass runs alone, without the custom gradient, so
@@ -20,6 +26,7 @@ static graphs on JAX and TensorFlow and run eagerly on PyTorch.
 """
 
 import dataclasses
+import itertools
 import math
 from typing import Any, NamedTuple
 
@@ -76,10 +83,20 @@ class BlockedOptions:
         return max(self.min_block_size, math.ceil(q_len / self.max_blocks))
 
 
+class _Block(NamedTuple):
+    """A block of query rows `[r0, r1)` and the keys `[0, kv_end)` it computes."""
+
+    r0: int
+    r1: int
+    kv_end: int  # 0: no row of the block sees a key
+    causal_cut: bool  # whether the causal mask hides some of the keys from some rows
+
+
 class _Plan(NamedTuple):
     """Everything about a call that is fixed at trace time."""
 
-    blocks: list  # (r0, r1, parts): query rows [r0, r1) and their key parts
+    blocks: list  # of _Block
+    key_ranges: list  # (k0, k1): the key ranges whose gradients are summed apart
     mask: Any  # boolean, broadcastable to (batch..., Tq, Tv), or None
     causal_offset: Any  # None, or the int offset of the causal mask
     batch_shape: tuple
@@ -143,9 +160,11 @@ def _make_plan(query, key, mask, causal_offset, options, chain_slices):
     batch = math.prod(batch_dims) if all(isinstance(d, int) for d in batch_dims) else None
     chain = batch is None or 4 * batch * q_len * kv_len > options.chain_above_bytes
     blocks = _row_blocks(q_len, kv_len, causal_offset, options.rows_per_block(q_len))
-    tiles = sum((r1 - r0) * (k1 - k0) for r0, r1, parts in blocks for k0, k1, _ in parts)
+    tiles = sum((b.r1 - b.r0) * b.kv_end for b in blocks)
+    ends = sorted({0, *(b.kv_end for b in blocks)})
     return _Plan(
         blocks=blocks,
+        key_ranges=list(itertools.pairwise(ends)),
         mask=mask,
         causal_offset=causal_offset,
         batch_shape=tuple(ops.shape(query)[:-2]),
@@ -156,26 +175,21 @@ def _make_plan(query, key, mask, causal_offset, options, chain_slices):
 
 
 def _row_blocks(q_len, kv_len, causal_offset, block_size):
-    """`(r0, r1, parts)` for each block of query rows `[r0, r1)`.
+    """The `_Block`s of query rows, `block_size` rows each (the last may be fewer).
 
-    `parts` are `(k0, k1, needs_causal_mask)` key ranges, contiguous from 0:
-    under a causal mask, the keys every row of the block sees, then the
-    diagonal tile where the mask cuts through. Keys no row sees are left out.
+    Under a causal mask a block computes the keys up to the last one its
+    last row sees.
     """
     blocks = []
     for r0 in range(0, q_len, block_size):
         r1 = min(q_len, r0 + block_size)
         if causal_offset is None:
-            blocks.append((r0, r1, [(0, kv_len, False)]))
+            blocks.append(_Block(r0, r1, kv_len, causal_cut=False))
             continue
         # Row i sees keys j <= i + offset: the block's first row sees the
         # fewest, its last row the most.
         kv_end = max(0, min(kv_len, r1 + causal_offset))
-        shared = max(0, min(kv_end, r0 + causal_offset + 1))
-        parts = [(0, shared, False)] if shared else []
-        if shared < kv_end:
-            parts.append((shared, kv_end, True))
-        blocks.append((r0, r1, parts))
+        blocks.append(_Block(r0, r1, kv_end, causal_cut=r0 + causal_offset + 1 < kv_end))
     return blocks
 
 
@@ -198,29 +212,27 @@ def _after_slice(plan, x, previous):
     return _after(plan, x, previous) if plan.chain_slices else x
 
 
-def _tile_mask(plan, r0, r1, k0, k1, needs_causal):
+def _tile_mask(plan, block):
+    r0, r1, kv_end, causal_cut = block
     mask = plan.mask
     if mask is not None:
         if mask.shape[-2] != 1:
             mask = mask[..., r0:r1, :]
         if mask.shape[-1] != 1:
-            mask = mask[..., k0:k1]
-    if needs_causal:
-        causal = _masks.causal_mask(None, None, plan.causal_offset, rows=(r0, r1), cols=(k0, k1))
+            mask = mask[..., :kv_end]
+    if causal_cut:
+        causal = _masks.causal_mask(None, None, plan.causal_offset, rows=(r0, r1), cols=(0, kv_end))
         mask = _masks.conjoin(mask, causal)
     return mask
 
 
-def _tile_scores(plan, q_block, key, r0, r1, parts):
-    """`(scores, mask)` of each key part of a row block; the mask may be None."""
-    out = []
-    for k0, k1, needs_causal in parts:
-        scores = ops.matmul(q_block, ops.swapaxes(key[..., k0:k1, :], -1, -2))
-        tile_mask = _tile_mask(plan, r0, r1, k0, k1, needs_causal)
-        if tile_mask is not None:
-            scores = ops.where(tile_mask, scores, MASKED_SCORE)
-        out.append((scores, tile_mask))
-    return out
+def _tile_scores(plan, q_block, key, block):
+    """`(scores, mask)` of a row block over its keys; the mask may be None."""
+    scores = ops.matmul(q_block, ops.swapaxes(key[..., : block.kv_end, :], -1, -2))
+    tile_mask = _tile_mask(plan, block)
+    if tile_mask is not None:
+        scores = ops.where(tile_mask, scores, MASKED_SCORE)
+    return scores, tile_mask
 
 
 def _row_may_be_empty(plan, r0):
@@ -231,29 +243,24 @@ def _forward(plan, query, key, value):
     """Returns the output, each block's log-sum-exp and, if kept, its weights."""
     outputs, stats, saved = [], [], []
     previous = None
-    for r0, r1, parts in plan.blocks:
-        if not parts:
+    for block in plan.blocks:
+        r0, r1, kv_end, _ = block
+        if not kv_end:
             outputs.append(ops.zeros((*plan.batch_shape, r1 - r0, value.shape[-1]), value.dtype))
             stats.append(None)
             saved.append(None)
             continue
         key_b, value_b = (_after_slice(plan, t, previous) for t in (key, value))
         q_block = _after(plan, query[..., r0:r1, :], previous)
-        scored = _tile_scores(plan, q_block, key_b, r0, r1, parts)
-        row_max = None
-        for scores, _ in scored:
-            part_max = ops.max(scores, axis=-1, keepdims=True)
-            row_max = part_max if row_max is None else ops.maximum(row_max, part_max)
-        row_sum, output, weights = 0.0, 0.0, []
-        for (scores, tile_mask), (k0, k1, _) in zip(scored, parts, strict=True):
-            p = ops.exp(scores - row_max)
-            # Masked scores are -1e30, so exp gives exact zeros, except in a
-            # row with no visible key, where the shift is -1e30 as well.
-            if tile_mask is not None and _row_may_be_empty(plan, r0):
-                p = ops.where(tile_mask, p, 0.0)
-            row_sum = row_sum + ops.sum(p, axis=-1, keepdims=True)
-            output = output + ops.matmul(p, value_b[..., k0:k1, :])
-            weights.append(p)
+        scores, tile_mask = _tile_scores(plan, q_block, key_b, block)
+        row_max = ops.max(scores, axis=-1, keepdims=True)
+        weights = ops.exp(scores - row_max)
+        # Masked scores are -1e30, so exp gives exact zeros, except in a row
+        # with no visible key, where the shift is -1e30 as well.
+        if tile_mask is not None and _row_may_be_empty(plan, r0):
+            weights = ops.where(tile_mask, weights, 0.0)
+        row_sum = ops.sum(weights, axis=-1, keepdims=True)
+        output = ops.matmul(weights, value_b[..., :kv_end, :])
         # A row with a visible key has row_sum >= 1 (its largest score gives
         # exp(0)); a row without one has row_sum 0 and output 0.
         row_sum = ops.maximum(row_sum, 1e-30)
@@ -276,9 +283,13 @@ def _backward(plan, inputs, output, stats, saved, upstream):
     # [q, -lse] . [k, 1] = q . k - lse and [dO, -delta] . [v, 1] = dO . v -
     # delta, saving two passes over each (rows, keys) tile.
     key_1, value_1 = (_append_ones(t) for t in (key, value))
-    d_query, d_key, d_value = [], None, None
+    d_query = []
+    # Per key range of the plan, the running sums of the key and value
+    # gradients of the blocks whose keys cover it.
+    d_keys, d_values = {}, {}
     done = None  # depends on every result of the previous block
-    for (r0, r1, parts), lse, kept in zip(plan.blocks, stats, saved, strict=True):
+    for block, lse, kept in zip(plan.blocks, stats, saved, strict=True):
+        r0, r1, kv_end, _ = block
         if lse is None:
             d_query.append(ops.zeros((*plan.batch_shape, r1 - r0, query.shape[-1]), query.dtype))
             continue
@@ -289,25 +300,38 @@ def _backward(plan, inputs, output, stats, saved, upstream):
             lse,
         )
         columns = tuple(_after_slice(plan, t, done) for t in (key, key_1, value_1))
-        d_q, dk, dv = _block_backward(plan, (r0, r1, parts), rows, columns, kept)
+        d_q, dk, dv = _block_backward(plan, block, rows, columns, kept)
         d_query.append(d_q)
-        kv_len = key.shape[-2]
-        dk, dv = _pad_rows(dk, kv_len), _pad_rows(dv, kv_len)
-        d_key = dk if d_key is None else d_key + dk
-        d_value = dv if d_value is None else d_value + dv
-        # d_key alone would let the block's d_q products wait behind the next
-        # block, holding its tiles: TensorFlow's executor did that with one
-        # inter-op thread.
-        done = d_key[..., :1, :1] + d_value[..., :1, :1] + d_q[..., :1, :1]
-    if d_key is None:
-        d_key, d_value = ops.zeros_like(key), ops.zeros_like(value)
+        for k0, k1 in plan.key_ranges:
+            if k1 > kv_end:
+                break
+            _accumulate(d_keys, k0, dk[..., k0:k1, :])
+            _accumulate(d_values, k0, dv[..., k0:k1, :])
+        # The first key range sums every block so far (each sees key 0).
+        # d_keys alone would let the block's d_q products wait behind the
+        # next block, holding its tiles: TensorFlow's executor did that with
+        # one inter-op thread.
+        done = d_keys[0][..., :1, :1] + d_values[0][..., :1, :1] + d_q[..., :1, :1]
     d_query = d_query[0] if len(d_query) == 1 else ops.concatenate(d_query, axis=-2)
-    return d_query, d_key, d_value
+    return d_query, _joined(d_keys, key), _joined(d_values, value)
+
+
+def _accumulate(sums, start, x):
+    sums[start] = x if start not in sums else sums[start] + x
+
+
+def _joined(sums, like):
+    """`_backward`'s sums per key range, in key order, zero-padded to `like`'s keys."""
+    if not sums:
+        return ops.zeros_like(like)
+    parts = [sums[start] for start in sorted(sums)]
+    joined = parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=-2)
+    return _pad_rows(joined, like.shape[-2])
 
 
 def _block_backward(plan, block, rows, columns, kept):
     """`(d_query rows, d_key rows, d_value rows)` of one block of query rows."""
-    r0, r1, parts = block
+    kv_end = block.kv_end
     q_block, d_out, delta, lse = rows
     key, key_1, value_1 = columns
     d_out_delta = ops.concatenate([d_out, -delta], axis=-1)
@@ -315,22 +339,21 @@ def _block_backward(plan, block, rows, columns, kept):
         # Masked entries get -1e30 after the shift, so exp gives 0 even in a
         # row with no visible key.
         q_lse = ops.concatenate([q_block, -lse], axis=-1)
-        all_weights = [ops.exp(s) for s, _ in _tile_scores(plan, q_lse, key_1, r0, r1, parts)]
+        weights = ops.exp(_tile_scores(plan, q_lse, key_1, block)[0])
     else:
         # Saved weights are unnormalised; 1 / row_sum goes on the small
         # (rows, dim) factors instead of the (rows, keys) tile.
-        all_weights, inv_sum = kept
+        weights, inv_sum = kept
         d_out = d_out * inv_sum
         d_out_delta = d_out_delta * inv_sum
-    d_q, d_ks, d_vs = 0.0, [], []
-    for weights, (k0, k1, _) in zip(all_weights, parts, strict=True):
-        d_weights = ops.matmul(d_out_delta, ops.swapaxes(value_1[..., k0:k1, :], -1, -2))
-        d_scores = weights * d_weights
-        d_q = d_q + ops.matmul(d_scores, key[..., k0:k1, :])
-        d_ks.append(_transposed_product(plan, d_scores, q_block))
-        d_vs.append(_transposed_product(plan, weights, d_out))
-    concat = lambda xs: xs[0] if len(xs) == 1 else ops.concatenate(xs, -2)  # noqa: E731
-    return d_q, concat(d_ks), concat(d_vs)
+    d_weights = ops.matmul(d_out_delta, ops.swapaxes(value_1[..., :kv_end, :], -1, -2))
+    d_scores = weights * d_weights
+    d_q = ops.matmul(d_scores, key[..., :kv_end, :])
+    return (
+        d_q,
+        _transposed_product(plan, d_scores, q_block),
+        _transposed_product(plan, weights, d_out),
+    )
 
 
 def _transposed_product(plan, tile, rows):
