@@ -269,8 +269,7 @@ def _forward(plan, query, key, value):
         # The log-sum-exp: the weights are exp(scores - lse).
         stats.append(row_max + ops.log(row_sum))
         saved.append((weights, 1.0 / ops.maximum(row_sum, 1.0)) if plan.save_weights else None)
-    output = outputs[0] if len(outputs) == 1 else ops.concatenate(outputs, axis=-2)
-    return output, stats, saved
+    return _concatenated(outputs), stats, saved
 
 
 def _backward(plan, inputs, output, stats, saved, upstream):
@@ -284,9 +283,9 @@ def _backward(plan, inputs, output, stats, saved, upstream):
     # delta, saving two passes over each (rows, keys) tile.
     key_1, value_1 = (_append_ones(t) for t in (key, value))
     d_query = []
-    # Per key range of the plan, the running sums of the key and value
-    # gradients of the blocks whose keys cover it.
-    d_keys, d_values = {}, {}
+    # The running sums of the key and value gradients, one per key range of
+    # the plan that a block has reached so far, in key order.
+    d_keys, d_values = [], []
     done = None  # depends on every result of the previous block
     for block, lse, kept in zip(plan.blocks, stats, saved, strict=True):
         r0, r1, kv_end, _ = block
@@ -302,31 +301,37 @@ def _backward(plan, inputs, output, stats, saved, upstream):
         columns = tuple(_after_slice(plan, t, done) for t in (key, key_1, value_1))
         d_q, dk, dv = _block_backward(plan, block, rows, columns, kept)
         d_query.append(d_q)
-        for k0, k1 in plan.key_ranges:
+        for index, (k0, k1) in enumerate(plan.key_ranges):
             if k1 > kv_end:
                 break
-            _accumulate(d_keys, k0, dk[..., k0:k1, :])
-            _accumulate(d_values, k0, dv[..., k0:k1, :])
+            _accumulate(d_keys, index, dk[..., k0:k1, :])
+            _accumulate(d_values, index, dv[..., k0:k1, :])
         # The first key range sums every block so far (each sees key 0).
         # d_keys alone would let the block's d_q products wait behind the
         # next block, holding its tiles: TensorFlow's executor did that with
         # one inter-op thread.
         done = d_keys[0][..., :1, :1] + d_values[0][..., :1, :1] + d_q[..., :1, :1]
-    d_query = d_query[0] if len(d_query) == 1 else ops.concatenate(d_query, axis=-2)
-    return d_query, _joined(d_keys, key), _joined(d_values, value)
+    return _concatenated(d_query), _joined(d_keys, key), _joined(d_values, value)
 
 
-def _accumulate(sums, start, x):
-    sums[start] = x if start not in sums else sums[start] + x
+def _accumulate(sums, index, x):
+    """Adds `x` to the running sum `sums[index]`, or starts it (`index == len(sums)`)."""
+    if index == len(sums):
+        sums.append(x)
+    else:
+        sums[index] = sums[index] + x
 
 
 def _joined(sums, like):
-    """`_backward`'s sums per key range, in key order, zero-padded to `like`'s keys."""
+    """`_backward`'s sums per key range, joined and zero-padded to `like`'s keys."""
     if not sums:
         return ops.zeros_like(like)
-    parts = [sums[start] for start in sorted(sums)]
-    joined = parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=-2)
-    return _pad_rows(joined, like.shape[-2])
+    return _pad_rows(_concatenated(sums), like.shape[-2])
+
+
+def _concatenated(parts):
+    """`parts` joined along axis -2 (rows or keys); one part is returned as is."""
+    return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=-2)
 
 
 def _block_backward(plan, block, rows, columns, kept):
