@@ -550,15 +550,15 @@ def reference_ops(q, k, v, value_mask, scale):
     """The tensor ops the reference path runs by default (without
     nan_safe_padding) for a value mask, when Tv is at most the values'
     depth, written out: the key mask cast to float once, added to the scores
-    as a bias, softmax, rows without a key (the mask's row max) zeroed in
-    the weights, the weighted sum."""
+    as a bias, softmax, the weights multiplied by it (which zeroes rows
+    without a key), the weighted sum."""
     from keras import ops
 
     key_weights = ops.cast(value_mask[:, None, :], "float32")
     scores = (q @ ops.swapaxes(k, -1, -2)) * scale
     scores = scores + (key_weights - 1.0) * 1e30
     weights = ops.softmax(scores, axis=-1)
-    return (weights * ops.max(key_weights, axis=-1, keepdims=True)) @ v
+    return (weights * key_weights) @ v
 
 
 def _in_ms(timings):

@@ -450,6 +450,34 @@ def test_masked_softmax_forms_agree(offset):
         np.testing.assert_allclose(weights, expected, atol=1e-6, err_msg=name)
 
 
+@pytest.mark.parametrize("causal", CAUSAL, ids=CAUSAL_IDS)
+@pytest.mark.parametrize("lengths", [(TQ, TV), (TV, TQ)], ids=["tq<tv", "tq>tv"])
+def test_rows_without_a_key_are_zero_where_the_weights_are_smaller(causal, lengths):
+    """With Tv at most the values' depth, the reference path zeroes rows
+    without a key in the weights: by the key mask itself where every row
+    sees key 0 under the causal mask (no reduction), and by the rows that
+    see a key where bottom-right rows see none (Tq > Tv). Either way the
+    output and the weights are the NumPy reference's, those rows zero."""
+    tq, tv = lengths
+    q, k, v = _qkv(_rng(13), tq=tq, tv=tv, dv=tv)
+    value_mask = np.ones((B, tv), bool)
+    value_mask[0] = False  # no key at all
+    value_mask[1, :3] = False  # leading padding: early causal rows see none
+    call = dict(causal, value_mask=value_mask)
+    expected, expected_weights = reference_attention(q, v, k, **call)
+    out, weights = luong_attention(
+        q, v, k, implementation="reference", return_attention_scores=True, **call
+    )
+    np.testing.assert_allclose(to_numpy(out), expected, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(weights), expected_weights, atol=1e-6)
+    alone = luong_attention(q, v, k, implementation="reference", **call)
+    np.testing.assert_allclose(to_numpy(alone), expected, atol=1e-5)
+    np.testing.assert_array_equal(to_numpy(alone)[0], 0.0)
+    no_key = expected_weights.sum(-1) == 0
+    assert no_key[1].any() == causal["causal"]
+    np.testing.assert_array_equal(to_numpy(alone)[no_key], 0.0)
+
+
 def test_the_reference_plan_reads_shapes_dtypes_and_options():
     """What the reference path decides before its tensor ops: a key mask
     goes on the scores as a bias (an attention mask as a select), rows

@@ -38,8 +38,9 @@ def masked_softmax(scores, mask=None, causal_bias=None, key_weights=None):
     masked scores become `MASKED_SCORE` in float32, and those the causal mask
     hides `CAUSAL_SCORE`. A row where every key is masked comes out an
     average over the masked keys with the higher fill (those the causal
-    mask leaves, if any); the caller zeroes it (`_masks.rows_with_a_key`)
-    unless those keys' values are zeros. Gradients stay finite.
+    mask leaves, if any); the caller zeroes it (`_masks.rows_with_a_key`,
+    or the weights times `key_weights` below) unless those keys' values are
+    zeros. Gradients stay finite.
 
     A mask comes in one of two forms (a call may use both):
 
@@ -201,7 +202,17 @@ def reference_attention(
         key_weights, mask = ops.cast(mask, dtype), None
     empty_rows = planned.empty_rows
     keep = None
-    if empty_rows is not None:
+    if (
+        empty_rows == "weights"
+        and key_weights is not None
+        and (causal_offset is None or _masks.sees_first_key(causal_offset))
+    ):
+        # The key weights themselves zero the rows without a key, with no
+        # reduction over them: such a row weighs only keys they hide (every
+        # row sees key 0 under the causal mask, so not the ones it hides),
+        # and in any other row those keys' weights are exactly 0 already.
+        keep = key_weights
+    elif empty_rows is not None:
         keep = _masks.rows_with_a_key(
             mask if key_weights is None else key_weights,
             causal_offset,
