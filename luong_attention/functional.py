@@ -470,20 +470,21 @@ def _signature(values, given, implementation):
     unhashable option) the same way.
     """
     try:
-        specs = [
-            x
-            if x is None
-            else float
-            if isinstance(x, float)
-            # A tuple already (PyTorch's and JAX's); TensorFlow's is not.
-            else (type(x), s if isinstance(s := x.shape, tuple) else tuple(s), x.dtype)
-            for x in values
-        ]
-    except (AttributeError, TypeError, ValueError):  # no shape or dtype, or unknown rank
+        # Shapes as they come: PyTorch's and JAX's are tuples, TensorFlow's
+        # a `TensorShape`, hashable and equal by its dims (known or None).
+        # Reading a PyTorch tensor's shape and dtype is most of what an
+        # eager call with a known signature costs here, so nothing more.
+        specs = tuple(
+            [
+                x if x is None else float if type(x) is float else (type(x), x.shape, x.dtype)
+                for x in values
+            ]
+        )
+    except (AttributeError, TypeError, ValueError):  # no shape or dtype
         return None
     # Only "auto" reads the flash attention setting.
     flash = keras.config.is_flash_attention_enabled() if implementation == "auto" else None
-    return (tuple(specs), given, flash)
+    return (specs, given, flash)
 
 
 def _remember(signature, run):
