@@ -952,17 +952,45 @@ def _interpolate(measured, length, batch, dim):
     return math.exp(math.log(lo[1]) + frac * (math.log(hi[1]) - math.log(lo[1])))
 
 
-def merge_into(path, results):
-    """With --only: keep the other backends' rows of an earlier run at `path`."""
+def check_merge(path, *, quick, parts, backends):
+    """With --only, before anything is measured: refuse a merge into the
+    results at `path` that would mislabel rows. A quick run and a full one do
+    not mix, and rows that `backends` have there in a part this run skips
+    would stay under this run's machine, time and commit (a backend's header
+    is its latest run's)."""
     if not os.path.exists(path):
-        return results
+        return
     with open(path) as f:
         earlier = json.load(f)
-    if earlier.get("quick") != results["quick"]:
+    if earlier.get("quick") != quick:
         raise SystemExit(
             f"{path} holds a {'quick' if earlier.get('quick') else 'full'} run; "
             "refusing to merge a run of the other kind into it (use --out)."
         )
+    stale = sorted(
+        {
+            f"{row['backend']}'s {part}"
+            for part in PARTS
+            if part not in parts
+            for row in earlier.get(part, [])
+            if row["backend"] in backends
+        }
+    )
+    if stale:
+        raise SystemExit(
+            f"{path} holds {', '.join(stale)} rows of an earlier run, which this run "
+            "would label with its own machine, time and commit; run those parts too, "
+            "or write to another --out."
+        )
+
+
+def merge_into(path, results):
+    """With --only: keep the other backends' rows of an earlier run at `path`
+    (`check_merge` allowed the merge before the run)."""
+    if not os.path.exists(path):
+        return results
+    with open(path) as f:
+        earlier = json.load(f)
     ran = set(results["backends"])
     for key in PARTS:  # a part this run skipped keeps its earlier rows
         if key in results["spec"]["parts"]:
@@ -1007,6 +1035,9 @@ def drive(args):
         block_sizes=list(QUICK["block_sizes"] if args.quick else BLOCK_SIZES),
         overhead_rounds=QUICK["overhead_rounds"] if args.quick else OVERHEAD_ROUNDS,
     )
+    out = os.path.join(args.out, "grid.json")
+    if args.only:
+        check_merge(out, quick=args.quick, parts=args.parts, backends=backends)
     results = dict(
         quick=args.quick,
         command=" ".join([os.path.relpath(__file__, ROOT), *sys.argv[1:]]),
@@ -1048,7 +1079,6 @@ def drive(args):
             if r["kind"] == "timing":
                 part_seconds.setdefault(backend, {})[r["part"]] = r["seconds"]
     results["part_seconds"] = part_seconds
-    out = os.path.join(args.out, "grid.json")
     if args.only:
         results = merge_into(out, results)
     os.makedirs(args.out, exist_ok=True)
@@ -1099,7 +1129,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--worker", metavar="SPEC_JSON", help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="a few cells, 1 round: smoke test")
-    parser.add_argument("--only", choices=BACKENDS, help="run one backend (merged into --out)")
+    parser.add_argument(
+        "--only",
+        choices=BACKENDS,
+        help="run one backend, merged into --out (refused where that backend has rows there "
+        "in a part this run skips: they would take this run's header)",
+    )
     parser.add_argument("--rounds", type=int, help="timed rounds per cell (default 3; quick 1)")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS))
     parser.add_argument(

@@ -1,5 +1,6 @@
-"""The benchmark's written-out ops compute what they stand for, and its
-fwd+bwd calls pull back the cotangent they say.
+"""The benchmark's written-out ops compute what they stand for, its
+fwd+bwd calls pull back the cotangent they say, and its results keep the
+header of the run that measured them.
 
 The overhead part of `benchmarks/grid.py` times the public function against
 `reference_ops` (the reference path's tensor ops written out) and
@@ -7,8 +8,11 @@ The overhead part of `benchmarks/grid.py` times the public function against
 meaningful while each computes the same result as what it stands for.
 """
 
+import json
+
 import keras
 import numpy as np
+import pytest
 from keras import ops
 
 from luong_attention import luong_attention
@@ -64,3 +68,26 @@ def test_a_fwd_bwd_call_pulls_back_the_fixed_dense_cotangent(monkeypatch):
         for got, factor in zip(grads, (1.0, 2.0, -3.0), strict=True):
             np.testing.assert_allclose(got, factor * cotangent, rtol=1e-6)
     np.testing.assert_array_equal(grid.cotangent((B, T, D)), cotangent)
+
+
+def test_a_merge_that_would_mislabel_rows_is_refused_before_the_run(monkeypatch, tmp_path):
+    """`--only` merges one backend's run into earlier results, whose header
+    for that backend becomes the new run's: rows the backend keeps there in a
+    part it does not rerun would carry that header, and a quick run does not
+    mix with a full one. Both are refused before anything is measured."""
+    grid = benchmark_module("grid", monkeypatch)
+    path = tmp_path / "grid.json"
+    earlier = {"quick": False, **{part: [] for part in grid.PARTS}}
+    earlier["grid"] = [{"backend": "torch"}, {"backend": "jax"}]
+    path.write_text(json.dumps(earlier))
+
+    def check(parts, backends, quick=False, at=path):
+        grid.check_merge(str(at), quick=quick, parts=parts, backends=backends)
+
+    check(["grid", "overhead"], ["torch"])  # torch's grid rows are measured again
+    check(["overhead"], ["tensorflow"])  # tensorflow keeps no rows there
+    check(["overhead"], ["torch"], at=tmp_path / "none.json")  # nothing to merge into
+    with pytest.raises(SystemExit, match="torch's grid rows of an earlier run"):
+        check(["overhead"], ["torch"])
+    with pytest.raises(SystemExit, match="holds a full run"):
+        check(list(grid.PARTS), ["torch"], quick=True)
