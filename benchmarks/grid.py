@@ -952,16 +952,25 @@ def _interpolate(measured, length, batch, dim):
     return math.exp(math.log(lo[1]) + frac * (math.log(hi[1]) - math.log(lo[1])))
 
 
+def _earlier_results(path):
+    """The results file at `path`, or None where there is none. Read once
+    before a run (`check_merge`) and again after it (`merge_into`): the merge
+    takes the file as it is when the run ends."""
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
 def check_merge(path, *, quick, parts, backends):
     """With --only, before anything is measured: refuse a merge into the
     results at `path` that would mislabel rows. A quick run and a full one do
     not mix, and rows that `backends` have there in a part this run skips
     would stay under this run's machine, time and commit (a backend's header
     is its latest run's)."""
-    if not os.path.exists(path):
+    earlier = _earlier_results(path)
+    if earlier is None:
         return
-    with open(path) as f:
-        earlier = json.load(f)
     if earlier.get("quick") != quick:
         raise SystemExit(
             f"{path} holds a {'quick' if earlier.get('quick') else 'full'} run; "
@@ -987,10 +996,9 @@ def check_merge(path, *, quick, parts, backends):
 def merge_into(path, results):
     """With --only: keep the other backends' rows of an earlier run at `path`
     (`check_merge` allowed the merge before the run)."""
-    if not os.path.exists(path):
+    earlier = _earlier_results(path)
+    if earlier is None:
         return results
-    with open(path) as f:
-        earlier = json.load(f)
     ran = set(results["backends"])
     for key in PARTS:  # a part this run skipped keeps its earlier rows
         if key in results["spec"]["parts"]:
