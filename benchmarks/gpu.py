@@ -2,9 +2,11 @@
 
 For B=4, 8 heads, T in {1024, 4096, 16384}, D in {64, 128}, bfloat16,
 float16 and float32, masks none / causal / padding (a quarter of the keys of
-every other sequence masked), it times the gradient of the output's sum
-with respect to query, key and value (mode "fwd+bwd"; `--modes fwd` adds
-the forward pass alone) of
+every other sequence masked), it times the gradients with respect to
+query, key and value against a fixed dense cotangent, the one
+`benchmarks/grid.py` pulls back (mode "fwd+bwd"; runs before the results
+recorded `"backward"` took the gradient of the output's sum; `--modes fwd`
+adds the forward pass alone) of
 
 - `luong_attention(..., implementation=...)` for "auto", "reference",
   "fused" and "blocked", inputs `(batch, heads, T, dim)`;
@@ -215,20 +217,40 @@ def attention_fn(impl, case, training):
 
 
 def timed_runner(fn, grad):
-    """A function of (q, k, v) that runs `fn` (or its gradient) and waits for the device."""
+    """A function of (q, k, v) that runs `fn` and waits for the device; it
+    returns `fn`'s output, or when `grad` the gradients with respect to q, k
+    and v of the output against a fixed dense cotangent (`grid.cotangent`,
+    the one the CPU grid pulls back, as a loss gives a layer's output in
+    training).
+
+    The cotangent has the query's shape and dtype, as every variant's output
+    here does (the values' depth is the keys'); it is made on the first
+    (untimed) call, on the device, and passed in rather than traced in as a
+    constant: at T = 16384 it is hundreds of MB.
+    """
     import keras
+    from grid import cotangent
+    from keras import ops
 
     backend = keras.backend.backend()
+    held = []
 
-    def loss(q, k, v):
-        from keras import ops
-
-        return ops.sum(ops.cast(fn(q, k, v), "float32"))
+    def dense(q):
+        if not held:
+            held.append(ops.cast(ops.convert_to_tensor(cotangent(q.shape)), q.dtype))
+        return held[0]
 
     if backend == "jax":
         import jax
 
-        f = jax.jit(jax.grad(loss, argnums=(0, 1, 2)) if grad else fn)
+        def pull_back(q, k, v, ct):
+            _, vjp = jax.vjp(fn, q, k, v)
+            return vjp(ct)
+
+        if grad:
+            f = jax.jit(pull_back)
+            return lambda q, k, v: jax.block_until_ready(f(q, k, v, dense(q)))
+        f = jax.jit(fn)
         return lambda q, k, v: jax.block_until_ready(f(q, k, v))
     if backend == "torch":
         import torch
@@ -237,8 +259,9 @@ def timed_runner(fn, grad):
 
         def run(q, k, v):
             if grad:
+                ct = dense(q)
                 q, k, v = (t.detach().requires_grad_(True) for t in (q, k, v))
-                out = torch.autograd.grad(loss(q, k, v), (q, k, v))
+                out = torch.autograd.grad(fn(q, k, v), (q, k, v), grad_outputs=ct)
             else:
                 with torch.no_grad():
                     out = fn(q, k, v)
@@ -249,17 +272,22 @@ def timed_runner(fn, grad):
     import tensorflow as tf
 
     @tf.function
-    def run_tf(q, k, v):
+    def run_tf(q, k, v, ct):
         if not grad:
-            return tf.reduce_sum(tf.cast(fn(q, k, v), "float32"))
+            out = fn(q, k, v)
+            return out, tf.reduce_sum(tf.cast(out, "float32"))
         with tf.GradientTape() as tape:
             tape.watch([q, k, v])
-            value = loss(q, k, v)
-        return tf.add_n(
-            [tf.reduce_sum(tf.cast(g, "float32")) for g in tape.gradient(value, [q, k, v])]
-        )
+            out = fn(q, k, v)
+        grads = tape.gradient(out, [q, k, v], output_gradients=ct)
+        return grads, tf.add_n([tf.reduce_sum(tf.cast(g, "float32")) for g in grads])
 
-    return lambda q, k, v: run_tf(q, k, v).numpy()  # a scalar copied to the host: waits
+    def run(q, k, v):
+        out, total = run_tf(q, k, v, dense(q) if grad else None)
+        total.numpy()  # a scalar copied to the host: waits
+        return out
+
+    return run
 
 
 def measure(impl, case, grad, repeats):
@@ -342,6 +370,7 @@ def main(argv=None):
         # What this version records; benchmarks/gpu_collect.py flags runs without.
         peak_mb="torch.cuda.max_memory_allocated() over each case's calls",
         training="ours take training=True where the gradient is timed",
+        backward="the gradients against a fixed standard-normal cotangent (grid.cotangent)",
         when=time.strftime("%Y-%m-%d %H:%M:%S"),
         rows=[],
     )

@@ -40,7 +40,10 @@ BACKENDS = ("jax", "torch", "tensorflow")
 CASE = ("backend", "T", "D", "dtype", "mask", "mode", "impl")
 COPIED = ("environment.txt", "run.log", *(f"junit-{b}.xml" for b in BACKENDS))
 # Header keys of gpu.py's JSON that hold for the whole run.
-HEADER = ("device", "device_name", "keras", "python", "quick", "batch", "heads", "when")
+HEADER = (
+    *("device", "device_name", "keras", "python", "quick", "batch", "heads", "when"),
+    "backward",  # what fwd+bwd pulled back; runs without it took the output's sum
+)
 # What a run of an older gpu.py did differently, by the header key that the
 # fixed gpu.py writes.
 CAVEATS = {

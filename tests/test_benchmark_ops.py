@@ -50,17 +50,21 @@ def test_keras_math_is_keras_attention(monkeypatch):
     np.testing.assert_allclose(to_numpy(got), to_numpy(expected), rtol=1e-6, atol=1e-6)
 
 
-def test_a_fwd_bwd_call_pulls_back_the_fixed_dense_cotangent(monkeypatch):
-    """`compiled(fn, grad=True)` gives the gradients of `fn`'s output against
-    `cotangent` (a linear `fn` has them in closed form), the same one on
-    every call: dense, not the broadcast one of a sum."""
+@pytest.mark.parametrize("runner", ["grid.compiled", "gpu.timed_runner"])
+def test_a_fwd_bwd_call_pulls_back_the_fixed_dense_cotangent(monkeypatch, runner):
+    """`compiled(fn, grad=True)` (the CPU grid's) and `timed_runner(fn,
+    grad=True)` (the GPU benchmark's) give the gradients of `fn`'s output
+    against `cotangent` (a linear `fn` has them in closed form), the same one
+    on every call: dense, not the broadcast one of a sum."""
     grid = benchmark_module("grid", monkeypatch)
+    module, name = runner.split(".")
+    make = getattr(benchmark_module(module, monkeypatch), name)
     q, k, v, _ = _inputs()
 
     def fn(q, k, v):
         return q + 2.0 * k - 3.0 * v
 
-    run = grid.compiled(fn, grad=True)
+    run = make(fn, grad=True)
     cotangent = grid.cotangent((B, T, D))
     assert cotangent.shape == (B, T, D) and np.unique(cotangent).size == cotangent.size
     for _ in range(2):
@@ -68,6 +72,19 @@ def test_a_fwd_bwd_call_pulls_back_the_fixed_dense_cotangent(monkeypatch):
         for got, factor in zip(grads, (1.0, 2.0, -3.0), strict=True):
             np.testing.assert_allclose(got, factor * cotangent, rtol=1e-6)
     np.testing.assert_array_equal(grid.cotangent((B, T, D)), cotangent)
+
+
+def test_the_gpu_report_says_which_runs_took_the_output_sum(monkeypatch):
+    """A GPU run whose header records no `"backward"` (gpu.py before the
+    dense cotangent) is reported as taking the gradient of the output's sum;
+    a run that records it is not."""
+    for imported in ("report", "gpu_rankings", "gpu"):  # gpu_report's own imports
+        benchmark_module(imported, monkeypatch)
+    gpu_report = benchmark_module("gpu_report", monkeypatch)
+    older = {"caveats": ["an earlier caveat"]}
+    assert gpu_report.caveats_of(older) == ["an earlier caveat", gpu_report.SUM_BACKWARD]
+    assert "output's sum" in gpu_report.SUM_BACKWARD
+    assert gpu_report.caveats_of({**older, "backward": "dense"}) == ["an earlier caveat"]
 
 
 def test_a_merge_that_would_mislabel_rows_is_refused_before_the_run(monkeypatch, tmp_path):
