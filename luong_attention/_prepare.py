@@ -100,9 +100,7 @@ def prepare(query, value, key, masks, layout, *, causal_offset):
     `masks` have a dtype and shape each, checked against the inputs.
     """
     if layout.plain:
-        mask = masks.value
-        mask = None if mask is None else mask[..., None, :]
-        return Prepared(query, key, value, mask, causal_offset, None)
+        return Prepared(query, key, value, plain_mask(masks.value), causal_offset, None)
     batch_shape = layout.batch_shape
     batch_rank = len(batch_shape)
     ranks = (len(query.shape), len(value.shape), len(key.shape))
@@ -132,6 +130,11 @@ def prepare(query, value, key, masks, layout, *, causal_offset):
         causal_offset=causal_offset,
         query_keep=query_keep,
     )
+
+
+def plain_mask(value_mask):
+    """The key-side mask of a call whose layout is plain: its value mask, if any, as one row."""
+    return None if value_mask is None else value_mask[..., None, :]
 
 
 def cast_for_path(prepared, score_dtype, value_dtype):

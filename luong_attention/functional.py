@@ -128,7 +128,6 @@ def luong_attention(
     >>> tuple(output.shape)
     (2, 3, 4)
     """
-    masks = _prepare.Masks(query_mask, value_mask, key_mask, attention_mask)
     # The options as given, a plain tuple: `_Options` is built (and checked)
     # only for a signature not seen before.
     given = (
@@ -144,8 +143,21 @@ def luong_attention(
         skip_options,
         nan_safe_padding,
     )
-    score_weights = (scale, concat_score_weight, general_score_weight)
-    signature = _signature((query, value, key, *masks, *score_weights), given, implementation)
+    # One flat tuple serves as the signature's source and as the run's
+    # arguments: an eager call with a known signature builds nothing else.
+    values = (
+        query,
+        value,
+        key,
+        query_mask,
+        value_mask,
+        key_mask,
+        attention_mask,
+        scale,
+        concat_score_weight,
+        general_score_weight,
+    )
+    signature = _signature(values, given, implementation)
     run = None
     if signature is not None:
         try:
@@ -153,26 +165,38 @@ def luong_attention(
         except TypeError:  # an unhashable option value: checked (and rejected) in full
             signature = None
     if run is None:
-        run = _check_call((query, value, key), masks, score_weights, _Options(*given))
+        masks = _prepare.Masks(*values[3:7])
+        run = _check_call(values[:3], masks, values[7:], _Options(*given))
         if signature is None:
             # Python lists among the masks become arrays; a call with a
             # signature has only masks with a checked dtype and shape.
-            masks = _typed_masks(masks)
+            values = (*values[:3], *_typed_masks(masks), *values[7:])
         else:
             _remember(signature, run)
-    return run(query, value, key, masks, score_weights, seed)
+    return run(values, seed)
 
 
 def _staged(checked):
     """The rest of a call of one signature, with every choice `checked` made resolved.
 
-    Returns `run(query, value, key, masks, score_weights, seed)`, which
-    prepares the inputs, runs the kernel and returns what `luong_attention`
-    does. Eager calls repeat a signature, so its `run` is made once
-    (`_check_call`) and a call with that signature does its tensor ops and
-    few Python branches more.
+    Returns `run(values, seed)`: given `luong_attention`'s tuple of tensors,
+    masks and score weights, it prepares the inputs, runs the kernel and
+    returns what `luong_attention` does. Eager calls repeat a signature, so
+    its `run` is made once (`_check_call`) and a call with that signature
+    does its tensor ops and few Python branches more; a plain one (one
+    boolean value mask at most, nothing to cast) skips the preparation.
     """
-    options, layout, causal_offset, tensors, dtypes, scale_scores, cast_weights, kernel = checked
+    (
+        options,
+        layout,
+        causal_offset,
+        tensors,
+        dtypes,
+        scale_scores,
+        fold_query,
+        cast_weights,
+        kernel,
+    ) = checked
     cast_scale, cast_concat_weight = cast_weights
     call_dtype, score_dtype, value_dtype = dtypes
     cast_inputs = score_dtype != call_dtype or value_dtype != call_dtype
@@ -183,8 +207,8 @@ def _staged(checked):
     with_weights = options.return_attention_scores
     skip_options = options.skip_options or SkipOptions()
 
-    def run(query, value, key, masks, score_weights, seed):
-        scale, concat_score_weight, general_score_weight = score_weights
+    def run(values, seed):
+        query, value, key, *masks, scale, concat_score_weight, general_score_weight = values
         if not tensors:
             query, value = ops.convert_to_tensor(query), ops.convert_to_tensor(value)
             key = key if key is None else ops.convert_to_tensor(key)
@@ -193,11 +217,13 @@ def _staged(checked):
         offset = causal_offset
         if offset_when_run:
             offset = _causal_offset(causal, causal_alignment, query, key)
-        prepared = _prepare.prepare(query, value, key, masks, layout, causal_offset=offset)
+        prepared = _prepare.prepare(
+            query, value, key, _prepare.Masks(*masks), layout, causal_offset=offset
+        )
         if cast_inputs:
             prepared = _prepare.cast_for_path(prepared, score_dtype, value_dtype)
         query = prepared.query
-        if general_score_weight is not None or (scale is not None and not scale_scores):
+        if fold_query:
             query = _prepare.fold_query(
                 query,
                 general_score_weight=general_score_weight,
@@ -227,10 +253,29 @@ def _staged(checked):
                 options=skip_options,
             )
         if runs is None:
-            output, weights = kernel(query, prepared, scale, concat_score_weight, seed)
+            output, weights = kernel(
+                query,
+                prepared.key,
+                prepared.value,
+                prepared.mask,
+                prepared.causal_offset,
+                scale,
+                concat_score_weight,
+                seed,
+            )
         else:
             output, weights = _by_runs(
-                lambda q, p: kernel(q, p, scale, concat_score_weight, seed, whole=False),
+                lambda q, k, v, m: kernel(
+                    q,
+                    k,
+                    v,
+                    m,
+                    prepared.causal_offset,
+                    scale,
+                    concat_score_weight,
+                    seed,
+                    whole=False,
+                ),
                 query,
                 prepared,
                 runs,
@@ -244,14 +289,47 @@ def _staged(checked):
             return output, weights
         return output
 
-    return run
+    # A plain call of backend tensors, with nothing to cast or fold into the
+    # query (most eager calls on short sequences), goes straight to the kernel.
+    lean = (
+        layout.plain
+        and tensors
+        and not (
+            offset_when_run
+            or cast_inputs
+            or cast_output
+            or skip
+            or fold_query
+            or cast_scale
+            or cast_concat_weight
+        )
+    )
+    if not lean:
+        return run
+
+    def lean_run(values, seed):
+        query, value, key, _, value_mask, _, _, scale, concat_score_weight, _ = values
+        output, weights = kernel(
+            query,
+            value if key is None else key,
+            value,
+            _prepare.plain_mask(value_mask),
+            causal_offset,
+            scale,
+            concat_score_weight,
+            seed,
+        )
+        return (output, weights) if with_weights else output
+
+    return lean_run
 
 
 def _kernel(path, options, quirks, *, masked, attention_mask, sees_first_key, dropout):
     """The kernel of `path` with what a signature decides bound to it.
 
-    Returns `kernel(query, prepared, scale, concat_score_weight, seed,
-    whole=True)`, which gives `(output, weights)`, the weights only from the
+    Returns `kernel(query, key, value, mask, causal_offset, scale,
+    concat_score_weight, seed, whole=True)`, whose tensors are `_prepare.Prepared`'s,
+    which gives `(output, weights)`, the weights only from the
     reference path; `whole=False` for a run of `_by_runs`, whose shapes are
     not the signature's (only the reference path reads it). `masked` says
     whether a value, key or attention mask is given, `sees_first_key`
@@ -284,14 +362,16 @@ def _kernel(path, options, quirks, *, masked, attention_mask, sees_first_key, dr
         # `_by_runs` do not, and are planned one by one).
         plans = []
 
-        def reference(query, prepared, scale, concat_score_weight, seed, whole=True):
+        def reference(
+            query, key, value, mask, causal_offset, scale, concat_score_weight, seed, whole=True
+        ):
             planned = plans[0] if plans and whole else None
             if planned is None:
                 planned = reference_plan(
                     query,
-                    prepared.key,
-                    prepared.value,
-                    prepared.mask,
+                    key,
+                    value,
+                    mask,
                     empty_rows=empty_rows,
                     mask_as_bias=mask_as_bias,
                 )
@@ -299,10 +379,10 @@ def _kernel(path, options, quirks, *, masked, attention_mask, sees_first_key, dr
                     plans.append(planned)
             return reference_attention(
                 query=query,
-                key=prepared.key,
-                value=prepared.value,
-                mask=prepared.mask,
-                causal_offset=prepared.causal_offset,
+                key=key,
+                value=value,
+                mask=mask,
+                causal_offset=causal_offset,
                 score_mode=score_mode,
                 scale=scale,
                 concat_score_weight=concat_score_weight,
@@ -334,14 +414,11 @@ def _kernel(path, options, quirks, *, masked, attention_mask, sees_first_key, dr
             with_gradient=options.training,
         )
 
-    def kernel(query, prepared, scale, concat_score_weight, seed, whole=True):
+    def kernel(
+        query, key, value, mask, causal_offset, scale, concat_score_weight, seed, whole=True
+    ):
         output = run(
-            query=query,
-            key=prepared.key,
-            value=prepared.value,
-            mask=prepared.mask,
-            causal_offset=prepared.causal_offset,
-            **bound,
+            query=query, key=key, value=value, mask=mask, causal_offset=causal_offset, **bound
         )
         return output, None
 
@@ -349,7 +426,7 @@ def _kernel(path, options, quirks, *, masked, attention_mask, sees_first_key, dr
 
 
 def _by_runs(compute, query, prepared, runs, *, with_weights):
-    """`compute` on each run of batch elements, on its query rows and keys only.
+    """`compute(query, key, value, mask)` on each run of batch elements, on its query rows and keys only.
 
     `runs` are the `_padding.Run`s of the first batch dim; an input
     broadcast over that dim (size 1) is shared by every run. Skipped query
@@ -385,11 +462,9 @@ def _by_runs(compute, query, prepared, runs, *, with_weights):
     for run, query_part, key_part, value_part, mask_part in split:
         output, weights = compute(
             prefix(query_part, run, rows=-2),
-            prepared._replace(
-                key=prefix(key_part, run, keys=-2),
-                value=prefix(value_part, run, keys=-2),
-                mask=None if mask_part is None else prefix(mask_part, run, rows=-2, keys=-1),
-            ),
+            prefix(key_part, run, keys=-2),
+            prefix(value_part, run, keys=-2),
+            None if mask_part is None else prefix(mask_part, run, rows=-2, keys=-1),
         )
         outputs.append(_zero_pad(output, -2, q_len))
         if with_weights:
@@ -449,6 +524,7 @@ class _Checked(NamedTuple):
     tensors: bool  # query, value and key are backend tensors (no conversion)
     dtypes: tuple  # the call's, then the path's working dtypes (`_prepare.working_dtypes`)
     scale_scores: bool  # the scale multiplies the scores, not the query
+    fold_query: bool  # `W_a` or the scale multiplies the query (`_prepare.fold_query`)
     cast_weights: tuple  # (scale, concat_score_weight): `_prepare.needs_cast` to the score dtype
     kernel: Callable  # `_kernel`: the path's kernel with the signature's choices bound
 
@@ -588,6 +664,7 @@ def _check_call(inputs, masks, score_weights, options):
             tensors,
             (call.dtype, score_dtype, value_dtype),
             scale_scores,
+            general_score_weight is not None or (scale is not None and not scale_scores),
             (
                 scale_scores and _prepare.needs_cast(scale, score_dtype),
                 _prepare.needs_cast(concat_score_weight, score_dtype),

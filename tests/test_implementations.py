@@ -598,6 +598,66 @@ def test_a_repeated_signature_computes_with_each_calls_values(case, monkeypatch)
     assert len(functional._CHECKED) == len(paths)
 
 
+def test_a_plain_eager_call_goes_straight_to_the_kernel(monkeypatch):
+    """A repeated call of backend tensors whose only mask is a boolean value
+    mask, and whose scale needs no cast, skips `_prepare.prepare` (and so
+    the general run); a call with a query mask, or a scale folded into the
+    query, takes it. Both compute with each call's values."""
+    prepared = []
+    general = _prepare.prepare
+
+    def counting(*args, **kwargs):
+        prepared.append(True)
+        return general(*args, **kwargs)
+
+    monkeypatch.setattr(_prepare, "prepare", counting)
+    monkeypatch.setattr(functional, "_CHECKED", {})
+    cases = {
+        # dim >= Tv: the scale goes on the scores, as it comes.
+        "float scale, key omitted": (dict(scale=0.7), TV, False, False),
+        "tensor scale, weights": (dict(return_attention_scores=True), TV, True, False),
+        "query mask": (dict(), TV, False, True),
+        # dim < Tv: the scale is folded into the query, by the general run.
+        "scale on the query": (dict(), D, True, True),
+    }
+    for name, (options, dim, tensor_scale, takes_prepare) in cases.items():
+        prepared.clear()
+        for seed in (1, 2, 3):
+            rng = _rng(seed)
+            q, k, v = _qkv(rng, d=dim)
+            if "key omitted" in name:
+                v = k  # the value serves as the key
+            mask = np.arange(TV) < rng.integers(1, TV + 1, size=(B, 1))
+            given = dict(options, value_mask=ops.convert_to_tensor(mask))
+            if tensor_scale:
+                given["scale"] = ops.convert_to_tensor(rng.random() + 0.5)
+            if name == "query mask":
+                given["query_mask"] = ops.convert_to_tensor(rng.random((B, TQ)) > 0.3)
+            expected = reference_attention(
+                q,
+                v,
+                k,
+                **{
+                    n: x if isinstance(x, float) else to_numpy(x)
+                    for n, x in given.items()
+                    if n != "return_attention_scores"
+                },
+            )
+            key = None if "key omitted" in name else ops.convert_to_tensor(k)
+            out = luong_attention(
+                ops.convert_to_tensor(q),
+                ops.convert_to_tensor(v),
+                key,
+                implementation="reference",
+                **given,
+            )
+            if options.get("return_attention_scores"):
+                out, weights = out
+                np.testing.assert_allclose(to_numpy(weights), expected[1], atol=1e-5, err_msg=name)
+            np.testing.assert_allclose(to_numpy(out), expected[0], atol=1e-5, err_msg=name)
+        assert prepared == [True] * 3 if takes_prepare else not prepared, name
+
+
 @pytest.mark.parametrize(
     "q_len, kv_len, offset",
     [(8, 10, 0), (10, 8, 0), (8, 10, 2), (8, 10, -3), (10, 8, -12), (8, 10, 12)],
