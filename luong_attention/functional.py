@@ -184,7 +184,8 @@ def _staged(checked):
     returns what `luong_attention` does. Eager calls repeat a signature, so
     its `run` is made once (`_check_call`) and a call with that signature
     does its tensor ops and few Python branches more; a plain one (one
-    boolean value mask at most, nothing to cast) skips the preparation.
+    boolean value mask at most, nothing to cast or fold into the query)
+    skips the preparation.
     """
     (
         options,
@@ -296,8 +297,7 @@ def _staged(checked):
         and tensors
         and not (
             offset_when_run
-            or cast_inputs
-            or cast_output
+            or cast_inputs  # (and so cast_output)
             or skip
             or fold_query
             or cast_scale
@@ -328,8 +328,8 @@ def _kernel(path, options, quirks, *, masked, attention_mask, sees_first_key, dr
     """The kernel of `path` with what a signature decides bound to it.
 
     Returns `kernel(query, key, value, mask, causal_offset, scale,
-    concat_score_weight, seed, whole=True)`, whose tensors are `_prepare.Prepared`'s,
-    which gives `(output, weights)`, the weights only from the
+    concat_score_weight, seed, whole=True)`, which takes the tensors of a
+    `_prepare.Prepared` and gives `(output, weights)`, the weights only from the
     reference path; `whole=False` for a run of `_by_runs`, whose shapes are
     not the signature's (only the reference path reads it). `masked` says
     whether a value, key or attention mask is given, `sees_first_key`

@@ -614,25 +614,38 @@ def test_a_plain_eager_call_goes_straight_to_the_kernel(monkeypatch):
     monkeypatch.setattr(functional, "_CHECKED", {})
     cases = {
         # dim >= Tv: the scale goes on the scores, as it comes.
-        "float scale, key omitted": (dict(scale=0.7), TV, False, False),
-        "tensor scale, weights": (dict(return_attention_scores=True), TV, True, False),
-        "query mask": (dict(), TV, False, True),
+        "float scale, key omitted": (lambda rng: dict(scale=0.7), TV, True, False),
+        "tensor scale, weights": (
+            lambda rng: dict(
+                scale=ops.convert_to_tensor(rng.random() + 0.5), return_attention_scores=True
+            ),
+            TV,
+            False,
+            False,
+        ),
+        "query mask": (
+            lambda rng: dict(query_mask=ops.convert_to_tensor(rng.random((B, TQ)) > 0.3)),
+            TV,
+            False,
+            True,
+        ),
         # dim < Tv: the scale is folded into the query, by the general run.
-        "scale on the query": (dict(), D, True, True),
+        "scale on the query": (
+            lambda rng: dict(scale=ops.convert_to_tensor(rng.random() + 0.5)),
+            D,
+            False,
+            True,
+        ),
     }
-    for name, (options, dim, tensor_scale, takes_prepare) in cases.items():
+    for name, (options, dim, omit_key, takes_prepare) in cases.items():
         prepared.clear()
         for seed in (1, 2, 3):
             rng = _rng(seed)
             q, k, v = _qkv(rng, d=dim)
-            if "key omitted" in name:
+            if omit_key:
                 v = k  # the value serves as the key
             mask = np.arange(TV) < rng.integers(1, TV + 1, size=(B, 1))
-            given = dict(options, value_mask=ops.convert_to_tensor(mask))
-            if tensor_scale:
-                given["scale"] = ops.convert_to_tensor(rng.random() + 0.5)
-            if name == "query mask":
-                given["query_mask"] = ops.convert_to_tensor(rng.random((B, TQ)) > 0.3)
+            given = dict(options(rng), value_mask=ops.convert_to_tensor(mask))
             expected = reference_attention(
                 q,
                 v,
@@ -643,15 +656,14 @@ def test_a_plain_eager_call_goes_straight_to_the_kernel(monkeypatch):
                     if n != "return_attention_scores"
                 },
             )
-            key = None if "key omitted" in name else ops.convert_to_tensor(k)
             out = luong_attention(
                 ops.convert_to_tensor(q),
                 ops.convert_to_tensor(v),
-                key,
+                None if omit_key else ops.convert_to_tensor(k),
                 implementation="reference",
                 **given,
             )
-            if options.get("return_attention_scores"):
+            if given.get("return_attention_scores"):
                 out, weights = out
                 np.testing.assert_allclose(to_numpy(weights), expected[1], atol=1e-5, err_msg=name)
             np.testing.assert_allclose(to_numpy(out), expected[0], atol=1e-5, err_msg=name)
