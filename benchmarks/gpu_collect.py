@@ -52,6 +52,8 @@ CAVEATS = {
     "training": "ours ran with training=False in fwd+bwd: 'auto' read the table's inference "
     "rows, and 'blocked' was differentiated through its forward pass, not its "
     "memory-saving backward",
+    "backward": "fwd+bwd took the gradient of the output's sum (a cotangent of ones), not the "
+    "dense cotangent a loss gives and the CPU grid pulls back",
 }
 
 

@@ -41,11 +41,6 @@ LENGTHS = tuple(sorted(GPU_LENGTHS))
 TARGET_KERNEL = 1.1  # auto / fastest kernel
 TARGET_ATTENTION = 0.3  # auto / keras.layers.Attention at T = 4096
 SLOW_FIRST_CALL_MS = 5000
-# Said of a run whose header records no "backward" (gpu.py before it did).
-SUM_BACKWARD = (
-    "fwd+bwd took the gradient of the output's sum (a cotangent of ones), not the dense "
-    "cotangent a loss gives and the CPU grid pulls back"
-)
 STATUS = {"oom": "OOM", "unsupported": "n/a", "error": "error", "budget": "cut"}
 
 
@@ -232,13 +227,6 @@ def tests_lines(folder):
     return lines
 
 
-def caveats_of(header):
-    """What a run (its header in the collected results) did differently
-    from the current `gpu.py`: `gpu_collect.py`'s caveats, and the output's
-    sum as the backward pass where the run recorded no `"backward"`."""
-    return [*header.get("caveats", []), *([SUM_BACKWARD] if "backward" not in header else [])]
-
-
 def markdown(folder, table):
     results = {}
     for backend in BACKENDS:
@@ -279,7 +267,7 @@ def markdown(folder, table):
         )
     caveats = {}
     for backend, name, h in headers:
-        for caveat in caveats_of(h):
+        for caveat in h["caveats"]:
             caveats.setdefault(caveat, []).append(f"{name} {BACKENDS[backend]}")
     for caveat, where in caveats.items():
         every = len(where) == len(headers)

@@ -9,6 +9,7 @@ meaningful while each computes the same result as what it stands for.
 """
 
 import json
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -74,17 +75,37 @@ def test_a_fwd_bwd_call_pulls_back_the_fixed_dense_cotangent(monkeypatch, runner
     np.testing.assert_array_equal(grid.cotangent((B, T, D)), cotangent)
 
 
-def test_the_gpu_report_says_which_runs_took_the_output_sum(monkeypatch):
-    """A GPU run whose header records no `"backward"` (gpu.py before the
-    dense cotangent) is reported as taking the gradient of the output's sum;
-    a run that records it is not."""
-    for imported in ("report", "gpu_rankings", "gpu"):  # gpu_report's own imports
-        benchmark_module(imported, monkeypatch)
-    gpu_report = benchmark_module("gpu_report", monkeypatch)
-    older = {"caveats": ["an earlier caveat"]}
-    assert gpu_report.caveats_of(older) == ["an earlier caveat", gpu_report.SUM_BACKWARD]
-    assert "output's sum" in gpu_report.SUM_BACKWARD
-    assert gpu_report.caveats_of({**older, "backward": "dense"}) == ["an earlier caveat"]
+def test_a_collected_gpu_run_carries_a_caveat_per_thing_its_gpu_py_did_not_record(
+    monkeypatch, tmp_path
+):
+    """`gpu_collect.py` gives a run's header one caveat per header key the
+    current `gpu.py` writes and that run's JSON lacks (an older `gpu.py`:
+    no true peak memory, training=False, the output's sum as cotangent), and
+    none to a run that has them all; the collected runs in the repository
+    carry the last one where they took the sum: `gpu_report.py` reads only
+    the caveats."""
+    gpu_collect = benchmark_module("gpu_collect", monkeypatch)
+    recorded = {"peak_mb": "...", "training": "...", "backward": "..."}
+    assert set(gpu_collect.CAVEATS) == set(recorded)
+    for name, keys in (("old", {}), ("sum", {"peak_mb": "...", "training": "..."})):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "gpu_bench-torch.json").write_text(json.dumps({**keys, "rows": []}))
+        header, _ = gpu_collect.run_rows(str(folder), "torch")
+        expected = [text for key, text in gpu_collect.CAVEATS.items() if key not in keys]
+        assert header["caveats"] == expected
+    assert "output's sum" in gpu_collect.CAVEATS["backward"]
+    folder = tmp_path / "current"
+    folder.mkdir()
+    (folder / "gpu_bench-torch.json").write_text(json.dumps({**recorded, "rows": []}))
+    assert gpu_collect.run_rows(str(folder), "torch")[0]["caveats"] == []
+
+    collected = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "gpu"
+    for path in sorted(collected.glob("gpu_bench-*.json")):
+        for run, header in json.loads(path.read_text())["runs"].items():
+            # (of the three keys, a collected header keeps only "backward")
+            took_the_sum = gpu_collect.CAVEATS["backward"] in header["caveats"]
+            assert took_the_sum == ("backward" not in header), (path, run)
 
 
 def test_a_merge_that_would_mislabel_rows_is_refused_before_the_run(monkeypatch, tmp_path):
