@@ -165,6 +165,16 @@ def needs_cast(x, dtype):
     return not (x is None or isinstance(x, (int, float)) or dtype_name(x.dtype) == dtype)
 
 
+def zero_pad(x, axis, length):
+    """`x` zero-padded at the end of `axis` up to `length` (no op when it has that many)."""
+    missing = length - x.shape[axis]
+    if not missing:
+        return x
+    pad = [(0, 0)] * len(x.shape)
+    pad[axis] = (0, missing)
+    return ops.pad(x, pad)
+
+
 def with_batch_rank(x, batch_rank):
     """`x` with leading size-1 dims up to `batch_rank` batch dims (its last two are kept)."""
     for _ in range(batch_rank + 2 - len(x.shape)):

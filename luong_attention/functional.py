@@ -466,9 +466,9 @@ def _by_runs(compute, query, prepared, runs, *, with_weights):
             prefix(value_part, run, keys=-2),
             None if mask_part is None else prefix(mask_part, run, rows=-2, keys=-1),
         )
-        outputs.append(_zero_pad(output, -2, q_len))
+        outputs.append(_prepare.zero_pad(output, -2, q_len))
         if with_weights:
-            all_weights.append(_zero_pad(weights, -1, kv_len))
+            all_weights.append(_prepare.zero_pad(weights, -1, kv_len))
 
     def joined(parts):
         return parts[0] if len(parts) == 1 else ops.concatenate(parts, axis=0)
@@ -479,16 +479,6 @@ def _by_runs(compute, query, prepared, runs, *, with_weights):
 def _prefix(x, axis, length):
     """The first `length` entries of `x` along `axis` (-1 or -2)."""
     return x[..., :length] if axis == -1 else x[..., :length, :]
-
-
-def _zero_pad(x, axis, length):
-    """`x` zero-padded at the end of `axis` (-1 or -2) up to `length`."""
-    missing = length - x.shape[axis]
-    if not missing:
-        return x
-    pad = [(0, 0)] * len(x.shape)
-    pad[axis] = (0, missing)
-    return ops.pad(x, pad)
 
 
 def _query_is_smaller(call, dim):
@@ -556,7 +546,7 @@ def _signature(values, given, implementation):
                 for x in values
             ]
         )
-    except (AttributeError, TypeError, ValueError):  # no shape or dtype
+    except AttributeError:  # no shape or dtype: a list, a bool, an int
         return None
     # Only "auto" reads the flash attention setting.
     flash = keras.config.is_flash_attention_enabled() if implementation == "auto" else None

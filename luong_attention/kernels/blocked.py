@@ -32,7 +32,7 @@ from typing import Any, NamedTuple
 
 from keras import ops
 
-from luong_attention import _masks
+from luong_attention import _masks, _prepare
 from luong_attention.kernels.reference import MASKED_SCORE
 
 
@@ -326,7 +326,7 @@ def _joined(sums, like):
     """`_backward`'s sums per key range, joined and zero-padded to `like`'s keys."""
     if not sums:
         return ops.zeros_like(like)
-    return _pad_rows(_concatenated(sums), like.shape[-2])
+    return _prepare.zero_pad(_concatenated(sums), -2, like.shape[-2])
 
 
 def _concatenated(parts):
@@ -373,11 +373,3 @@ def _transposed_product(plan, tile, rows):
 
 def _append_ones(x):
     return ops.pad(x, [(0, 0)] * (len(x.shape) - 1) + [(0, 1)], constant_values=1)
-
-
-def _pad_rows(x, total):
-    """Zero-pads axis -2 of `x` up to `total` rows."""
-    rows = x.shape[-2]
-    if rows == total:
-        return x
-    return ops.pad(x, [(0, 0)] * (len(x.shape) - 2) + [(0, total - rows), (0, 0)])

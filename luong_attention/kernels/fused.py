@@ -129,7 +129,6 @@ def _pad_depths(query, key, value):
     if pad == 0:
         return query, key, value
 
-    def widen(x, n):
-        return ops.pad(x, [(0, 0)] * (len(x.shape) - 1) + [(0, n)]) if n > 0 else x
-
-    return widen(query, pad), widen(key, pad), widen(value, -pad)
+    # The narrower side gets zero columns, which add nothing to a score or output.
+    depth = max(query.shape[-1], value.shape[-1])
+    return tuple(_prepare.zero_pad(x, -1, depth) for x in (query, key, value))
