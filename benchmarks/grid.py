@@ -132,8 +132,10 @@ E2E_MIN_MS = 7500.0
 # Rounds of the overhead part in a full run. What it measures is a few
 # percent of a call whose time varies by more than that from round to round
 # on a shared machine, so its paired median needs many more rounds than a
-# grid cell's ratio; its calls are short, so they cost seconds.
-OVERHEAD_ROUNDS = 40
+# grid cell's ratio (the result files keep each round's samples, from
+# which report.py derives the spread). Its calls are short, so rounds are
+# cheap.
+OVERHEAD_ROUNDS = 150
 MARK = "@@grid "  # prefixes the worker's result lines on stdout
 
 

@@ -180,7 +180,7 @@ def grid_tables(results):
         vs_dpa = paired_ratio(auto, rows.get("keras_dpa"))
         target = target_for(length, mask)
         ok = vs_keras is not None and vs_keras <= target
-        counts = met.setdefault(backend, {"cells": 0, "met": 0, "noise": 0, "above": 0})
+        counts = met.setdefault((backend, dtype), {"cells": 0, "met": 0, "noise": 0, "above": 0})
         counts["cells"] += 1
         counts["met"] += ok
         if not ok and interval is not None:
@@ -193,15 +193,15 @@ def grid_tables(results):
         )
     summary = [
         "",
-        "Cells where auto / Attention meets its target. Beside each ratio, a "
+        "Cells where auto / Attention meets its target, per backend and dtype. Beside each ratio, a "
         f"{INTERVAL_LEVEL:.0%} confidence interval for it (the median of the per-round "
         "ratios), distribution-free, from that cell's rounds (none for 5 rounds or fewer). "
         "A miss whose interval reaches down to the target is one this run cannot tell "
         "from noise; a miss whose interval lies wholly above it is slower beyond the noise.",
         "",
     ]
-    for b, c in met.items():
-        line = f"- {b}: {c['met']} of {c['cells']}"
+    for (b, dtype), c in met.items():
+        line = f"- {b}, {dtype}: {c['met']} of {c['cells']}"
         misses = c["cells"] - c["met"]
         if misses:
             line += f"; misses: {c['noise']} within noise, {c['above']} above it"
@@ -288,12 +288,20 @@ def overhead_fraction(row, name, base):
     """What `base` leaves of variant `name`'s time, as a fraction of it:
     1 - base / name, the ratio paired by round where the row keeps its
     samples (as every ratio against Keras is), else of the medians."""
+    return 1 - paired_ratio(*_overhead_pair(row, name, base))
+
+
+def overhead_interval(row, name, base):
+    """The `median_interval` of `overhead_fraction`'s per-round fractions
+    (low, high); None where the row keeps no samples or too few rounds."""
+    interval = median_interval(paired_ratios(*_overhead_pair(row, name, base)))
+    return None if interval is None else (1 - interval[1], 1 - interval[0])
+
+
+def _overhead_pair(row, name, base):
+    """Variants `base` and `name` of an overhead row, as rows of their own."""
     ms, samples = row["median_ms"], row.get("samples_ms", {})
-    ratio = paired_ratio(
-        {"median_ms": ms[base], "samples_ms": samples.get(base)},
-        {"median_ms": ms[name], "samples_ms": samples.get(name)},
-    )
-    return 1 - ratio
+    return tuple({"median_ms": ms[v], "samples_ms": samples.get(v)} for v in (base, name))
 
 
 def overhead_lines(results):
@@ -313,6 +321,7 @@ def overhead_lines(results):
             # The ops written out are the reference path's, so they are held
             # against the function on that path ("auto" may take another).
             dispatch = overhead_fraction(r, "function_reference", "kernel_same_ops")
+            interval = overhead_interval(r, "function_reference", "kernel_same_ops")
             ok = dispatch <= TARGET_OVERHEAD
             if r.get("same_ops") == "default":
                 extra_ops = "zeroing rows without a key"
@@ -325,8 +334,13 @@ def overhead_lines(results):
                 f"are {with_guard:.0%} of the function call; against the "
                 f"reference path's tensor ops written out ({_fmt(ms['kernel_same_ops'])} ms: "
                 f"{same_ops}), validation and dispatch alone are "
-                f"{dispatch:.0%} of the function call on that path "
-                f"({'target met' if ok else 'target NOT met'}: ≤ {TARGET_OVERHEAD:.0%})"
+                f"{dispatch:.0%} of the function call on that path"
+                + (
+                    ""
+                    if interval is None
+                    else f" ({INTERVAL_LEVEL:.0%} interval {interval[0]:.0%} to {interval[1]:.0%})"
+                )
+                + f" ({'target met' if ok else 'target NOT met'}: ≤ {TARGET_OVERHEAD:.0%})"
             )
         else:
             # Older result files have no written-out ops: only the figure

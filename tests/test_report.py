@@ -99,7 +99,7 @@ def test_misses_are_told_apart_by_their_interval(report):
     slower = [1.2 + 0.01 * i for i in range(15)]
     straddling = [0.9 + 0.02 * i for i in range(15)]  # median 1.04
     lines = report.grid_tables(_results([(16, faster), (64, slower), (256, straddling)]))
-    assert "- jax: 1 of 3; misses: 1 within noise, 1 above it" in lines
+    assert "- jax, float32: 1 of 3; misses: 1 within noise, 1 above it" in lines
     row_16, row_64, row_256 = (line for line in lines if line.startswith("| fwd |"))
     assert "| yes (≤ 1.0) |" in row_16
     assert "| 1.27 | 1.23–1.31 |" in row_64 and "| NO (≤ 1.0) |" in row_64
@@ -108,7 +108,9 @@ def test_misses_are_told_apart_by_their_interval(report):
 
 def test_a_miss_from_three_rounds_has_no_interval(report):
     lines = report.grid_tables(_results([(16, [1.1, 1.2, 1.3])]))
-    assert "- jax: 0 of 1; misses: 0 within noise, 0 above it, 1 without an interval" in lines
+    assert (
+        "- jax, float32: 0 of 1; misses: 0 within noise, 0 above it, 1 without an interval" in lines
+    )
     assert "| 1.20 | — |" in lines[-1]
 
 
@@ -266,3 +268,52 @@ def test_the_blocks_section_only_with_blocks_rows(report):
     assert "| tensorflow | cpu | 4096 | infer | yes | 20.0 (1.00) | 256 |" in report.markdown(
         with_rows
     )
+
+
+def test_the_overhead_line_gives_the_paired_fraction_its_interval_and_verdict(report):
+    """Validation and dispatch: 1 - written-out ops / function, paired by
+    round, with the sign test's interval of the per-round fractions and the
+    10 % target held against the median."""
+    rounds = 15
+    ops_ms = [1.0 + 0.05 * i for i in range(rounds)]  # the machine's load moves both
+    fractions = [0.02 * i for i in range(rounds)]  # 0 % to 28 %, median 14 %
+    function_ms = [o / (1 - f) for o, f in zip(ops_ms, fractions, strict=True)]
+    samples = {
+        "kernel_same_ops": ops_ms,
+        "function_reference": function_ms,
+        **{
+            name: [2.0] * rounds
+            for name in ("kernel", "function_auto", "layer_auto", "layer_reference")
+        },
+        "keras_attention": [3.0] * rounds,
+    }
+    row = {
+        "backend": "torch",
+        "device": "cpu",
+        "T": 16,
+        "B": 32,
+        "D": 128,
+        "mask": "padding",
+        "mode": "fwd",
+        "rounds": rounds,
+        "same_ops": "default",
+        "median_ms": {name: float(np.median(s)) for name, s in samples.items()},
+        "samples_ms": samples,
+    }
+    assert report.overhead_fraction(row, "function_reference", "kernel_same_ops") == (
+        pytest.approx(0.14)
+    )
+    # 15 rounds: the 4th smallest and 4th largest fraction.
+    low, high = report.overhead_interval(row, "function_reference", "kernel_same_ops")
+    assert (low, high) == (pytest.approx(0.06), pytest.approx(0.22))
+    (line,) = [x for x in report.overhead_lines({"overhead": [row]}) if x.startswith("- ")]
+    assert "alone are 14% of the function call on that path (95% interval 6% to 22%)" in line
+    assert "(target NOT met: ≤ 10%)" in line
+
+    fast = {**samples, "function_reference": [o / 0.95 for o in ops_ms]}
+    (line,) = [
+        x
+        for x in report.overhead_lines({"overhead": [{**row, "samples_ms": fast}]})
+        if x.startswith("- ")
+    ]
+    assert "alone are 5% of the function call" in line and "(target met: ≤ 10%)" in line
