@@ -125,10 +125,7 @@ def _is_zero(offset):
 
 
 def _pad_depths(query, key, value):
-    pad = value.shape[-1] - query.shape[-1]
-    if pad == 0:
-        return query, key, value
-
-    # The narrower side gets zero columns, which add nothing to a score or output.
+    # The narrower side gets zero columns, which add nothing to a score or
+    # output (`zero_pad` leaves a tensor of that depth as it is).
     depth = max(query.shape[-1], value.shape[-1])
     return tuple(_prepare.zero_pad(x, -1, depth) for x in (query, key, value))
